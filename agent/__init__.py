@@ -1,0 +1,1 @@
+"""Hotline: a voice AI agent for phone calls streamed by PIOPIY."""

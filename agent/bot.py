@@ -1,0 +1,267 @@
+"""One bot = one prompts/<bot>.yaml: what it says, whom it hands callers to, what it may do.
+
+Operators edit these files; models forbid unknown keys and cross-check names (departments, tools,
+intents) so `hotline check` points at the exact key of a mistake.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME = r"^[a-z][a-z0-9_]*$"
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _phone(value: Any) -> str:
+    from agent.config import normalize_number  # local: config imports this module
+
+    return normalize_number(value)
+
+
+class StreamOptions(Strict):
+    """The PCMO `stream` action for this bot's calls."""
+
+    listen_mode: Literal["caller", "callee", "both"] = "caller"
+    voice_quality: Literal[8000, 16000] = 8000
+    stream_on_answer: bool = True
+    record: bool = Field(default=False, description="Put a PIOPIY `record` action before the stream.")
+
+    @field_validator("voice_quality", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+class Phrases(Strict):
+    """Fixed lines, synthesized once at start-up so they play without delay."""
+
+    hold: str = "One moment, please."
+    handoff: str = "Let me connect you with a colleague who can help. Please stay on the line."
+    fallback: str = "Sorry, I'm having trouble on my side. Let me get a person to help you."
+    rephrase: str = "Sorry, I didn't quite get that. Could you say it another way?"
+    goodbye: str = "Thank you for calling. Goodbye!"
+    filler: str = "Let me check that for you."
+
+    def all(self) -> list[str]:
+        """Every phrase, for the phrase cache."""
+        return [self.hold, self.handoff, self.fallback, self.rephrase, self.goodbye, self.filler]
+
+
+class Department(Strict):
+    """Humans a call can be handed to."""
+
+    description: str = ""
+    numbers: list[str] = Field(min_length=1)
+    ring_type: Literal["group"] | None = None
+    timeout: int = Field(default=40, ge=5, le=300, description="Seconds each number rings.")
+    loop: int = Field(default=1, ge=1, le=10)
+    intents: list[str] = Field(default_factory=list, description="Caller intents routed here.")
+
+    @field_validator("numbers", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return [_phone(v) for v in value] if isinstance(value, list) else value
+
+
+class ActionSpec(Strict):
+    """One thing to do: exactly one of say / transfer / tool / hold_music / hangup."""
+
+    say: str | None = None
+    transfer: str | None = None
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+    hold_music: bool = False
+    hangup: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `- hangup` and `- hold_music` read better in YAML than `- hangup: true`.
+        if value in ("hangup", "hold_music"):
+            return {value: True}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ActionSpec:
+        chosen = [k for k in ("say", "transfer", "tool") if getattr(self, k) is not None]
+        chosen += [k for k in ("hold_music", "hangup") if getattr(self, k)]
+        if len(chosen) != 1:
+            raise ValueError("an action needs exactly one of: say, transfer, tool, hold_music, hangup")
+        if self.args is not None and self.tool is None:
+            raise ValueError("args only go with tool")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """say | transfer | tool | hold_music | hangup."""
+        for k in ("say", "transfer", "tool"):
+            if getattr(self, k) is not None:
+                return k
+        return "hold_music" if self.hold_music else "hangup"
+
+
+class Intent(Strict):
+    """Something a caller may want, how to recognise it, and the scripted answer."""
+
+    name: str = Field(pattern=NAME)
+    examples: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list, description="Regular expressions, case-insensitive.")
+    reply: str | None = None
+    actions: list[ActionSpec] = Field(default_factory=list)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _recognisable(self) -> Intent:
+        if not (self.examples or self.keywords or self.patterns):
+            raise ValueError("an intent needs examples, keywords or patterns to be recognised")
+        return self
+
+
+class HttpTool(Strict):
+    """An HTTP backend the bot may query (order status, balance...), offered to the LLM and the script."""
+
+    name: str = Field(pattern=NAME)
+    description: str = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    method: Literal["GET", "POST"] = "GET"
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Values may name env vars as {env.NAME}; secrets stay out of YAML."
+    )
+    timeout_s: float = Field(default=4.0, gt=0, le=30)
+    result: str = Field(description="How to say the result, e.g. 'Order {order_id} is {status}.'")
+    filler: str | None = Field(default=None, description="Said when the tool takes longer than a second.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError("parameters must be a JSON schema with type: object")
+        return value
+
+
+Condition = str | dict[str, Any]
+
+
+class Rule(Strict):
+    """An escalation rule: when the signals say so, do these actions."""
+
+    name: str = Field(pattern=NAME)
+    when: Condition
+    then: list[ActionSpec] = Field(min_length=1)
+    priority: int = 0
+    once: bool = False
+    cooldown_s: float | None = Field(default=None, ge=0)
+
+    @field_validator("when")
+    @classmethod
+    def _shape(cls, value: Condition) -> Condition:
+        _check_condition(value)
+        return value
+
+
+def _check_condition(value: Any) -> None:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("an empty condition")
+        return
+    if isinstance(value, dict) and len(value) == 1:
+        ((op, arg),) = value.items()
+        if op in ("all", "any") and isinstance(arg, list) and arg:
+            for item in arg:
+                _check_condition(item)
+            return
+        if op == "not":
+            _check_condition(arg)
+            return
+    raise ValueError("a condition is a string like 'turns >= 3', or {all: [...]}, {any: [...]}, {not: ...}")
+
+
+class Escalation(Strict):
+    """Escalation rules, checked on every caller turn."""
+
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class BotConfig(Strict):
+    """prompts/<bot>.yaml."""
+
+    name: str = Field(min_length=1, description="How the bot introduces the company or desk.")
+    language: str = "en"
+    voice: str = Field(
+        default="en_US-joe-medium", description="Packaged piper voice or a path to an .onnx file."
+    )
+    asr_model: str = Field(
+        default="tiny.en", description="tiny.en, base, or a faster-whisper model directory."
+    )
+    greeting: str = Field(min_length=1)
+    persona: str = Field(default="", description="System prompt for the LLM.")
+    stream: StreamOptions = Field(default_factory=StreamOptions)
+    phrases: Phrases = Field(default_factory=Phrases)
+    departments: dict[str, Department] = Field(default_factory=dict)
+    intents: list[Intent] = Field(default_factory=list)
+    tools: list[HttpTool] = Field(default_factory=list)
+    escalation: Escalation = Field(default_factory=Escalation)
+    max_misunderstood: int = Field(default=2, ge=1, le=10)
+
+    def reference_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Names that point at nothing: departments, tools and intents that are not defined."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        intents = {i.name for i in self.intents}
+        tools = {t.name for t in self.tools}
+        for name in self.departments:
+            if not re.match(NAME, name):
+                problems.append((("departments", name), "department names are lower_case_words"))
+        for name, dept in self.departments.items():
+            for j, intent_name in enumerate(dept.intents):
+                if intent_name not in intents:
+                    problems.append((("departments", name, "intents", j), f"no intent named {intent_name!r}"))
+        for i, intent in enumerate(self.intents):
+            problems += self._action_problems(("intents", i, "actions"), intent.actions, tools)
+        for i, rule in enumerate(self.escalation.rules):
+            problems += self._action_problems(("escalation", "rules", i, "then"), rule.then, tools)
+        seen: set[str] = set()
+        for i, intent in enumerate(self.intents):
+            if intent.name in seen:
+                problems.append((("intents", i, "name"), f"intent {intent.name!r} is defined twice"))
+            seen.add(intent.name)
+        return problems
+
+    def _action_problems(
+        self, loc: tuple[str | int, ...], actions: list[ActionSpec], tools: set[str]
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        for j, action in enumerate(actions):
+            if action.transfer is not None and action.transfer not in self.departments:
+                known = ", ".join(sorted(self.departments)) or "none defined"
+                out.append(
+                    ((*loc, j, "transfer"), f"no department {action.transfer!r} (departments: {known})")
+                )
+            if action.tool is not None and action.tool not in tools | BUILTIN_TOOLS:
+                out.append(((*loc, j, "tool"), f"no tool named {action.tool!r}"))
+        return out
+
+    def fixed_phrases(self) -> list[str]:
+        """Lines worth synthesizing at start-up: greeting and the fixed phrases."""
+        return [self.greeting, *self.phrases.all()]
+
+
+BUILTIN_TOOLS = frozenset({"transfer_to_department", "end_call", "play_hold_music"})

@@ -1,0 +1,219 @@
+"""Configuration: config.yaml (the service) and prompts/<bot>.yaml (one bot each), validated once.
+
+Every default lives here. Models forbid unknown keys so a typo is an error that names its file and key,
+never a silently ignored setting. `load_settings` is what `hotline serve` and `hotline check` both run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agent.bot import BotConfig
+from agent.yamlfile import ConfigError, ConfigProblem, load_yaml
+
+ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def normalize_number(value: Any) -> str:
+    """Phone numbers as digit strings: '+91 80-1234' and 91801234 both become '91801234'."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{value!r} is not a phone number")
+    digits = re.sub(r"[\s\-().]", "", str(value)).lstrip("+")
+    if not digits.isdigit() or not 3 <= len(digits) <= 16:
+        raise ValueError(f"{value!r} is not a phone number (digits, optionally with a leading +)")
+    return digits
+
+
+class ServerConfig(Strict):
+    """Where the service listens, and the URL PIOPIY uses to reach it."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Base URL PIOPIY reaches us at; the stream ws_url is derived from it (https → wss).",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def ws_base(self) -> str:
+        """ws:// or wss:// base for stream URLs."""
+        return re.sub(r"^http", "ws", self.public_url, count=1)
+
+
+class SecurityConfig(Strict):
+    """Names of the environment variables holding secrets (never the secrets themselves), and limits."""
+
+    webhook_secret_env: str = Field(default="HOTLINE_WEBHOOK_SECRET", pattern=ENV_NAME)
+    stream_secret_env: str = Field(default="HOTLINE_STREAM_SECRET", pattern=ENV_NAME)
+    stream_token_ttl_s: int = Field(default=600, ge=10, le=86400)
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    max_frame_bytes: int = Field(default=262144, ge=4096, description="Larger stream frames close with 1009.")
+
+
+class StorageConfig(Strict):
+    """Call records (SQLite file by default, PostgreSQL by URL) and where recordings go."""
+
+    url: str = "sqlite:///var/hotline.db"
+    data_dir: Path = Path("var")
+    recordings_dir: Path = Path("var/recordings")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("must be sqlite:///path.db or postgresql://user@host/db")
+        return value
+
+
+class LlmConfig(Strict):
+    """An OpenAI-compatible endpoint; without base_url the bots run their YAML script."""
+
+    base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    api_key_env: str = Field(default="HOTLINE_LLM_API_KEY", pattern=ENV_NAME)
+    timeout_s: float = Field(default=10.0, gt=0)
+    first_token_timeout_s: float = Field(default=2.0, gt=0)
+
+
+class PiopiyConfig(Strict):
+    """PIOPIY's REST API (outbound calls, call control). Base URLs are settings so tests reach a fake."""
+
+    appid_env: str = Field(default="PIOPIY_APPID", pattern=ENV_NAME)
+    secret_env: str = Field(default="PIOPIY_SECRET", pattern=ENV_NAME)
+    rest_base_url: str = "https://rest.telecmi.com"
+    action_base_url: str = "https://piopiy.telecmi.com"
+    region: Literal["global", "ind"] = "global"
+
+
+class UnknownNumberConfig(Strict):
+    """What a caller hears when PIOPIY sends a number no bot owns: a line, then a desk or a hangup."""
+
+    say: str | None = "Sorry, this number is not in service right now."
+    bridge_to: list[str] = Field(default_factory=list)
+    ring_type: Literal["group"] | None = None
+    timeout: int = Field(default=40, ge=1)
+
+    @field_validator("bridge_to", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return [normalize_number(v) for v in value] if isinstance(value, list) else value
+
+
+class ServiceConfig(Strict):
+    """config.yaml."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
+    piopiy: PiopiyConfig = Field(default_factory=PiopiyConfig)
+    prompts_dir: Path = Path("prompts")
+    numbers: dict[str, str] = Field(
+        default_factory=dict, description="PIOPIY number → bot (prompts/<bot>.yaml)"
+    )
+    unknown_number: UnknownNumberConfig = Field(default_factory=UnknownNumberConfig)
+
+    @field_validator("numbers", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {normalize_number(k): v for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _env_overrides(self) -> ServiceConfig:
+        # The endpoint may differ per deployment; an env var beats editing the file.
+        if url := os.environ.get("HOTLINE_LLM_BASE_URL"):
+            self.llm.base_url = url
+        return self
+
+
+@dataclass
+class Settings:
+    """Everything the service runs on: config.yaml, the bots it names, and where they came from."""
+
+    service: ServiceConfig
+    bots: dict[str, BotConfig]
+    config_path: Path
+    base_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def bot_for_number(self, number: str) -> BotConfig | None:
+        """The bot owning a PIOPIY number, or None."""
+        try:
+            name = self.service.numbers.get(normalize_number(number))
+        except ValueError:
+            return None
+        return self.bots.get(name) if name else None
+
+    def number_of_bot(self, bot: str) -> str | None:
+        """The first PIOPIY number routed to a bot (its caller id for outbound calls)."""
+        return next((n for n, b in self.service.numbers.items() if b == bot), None)
+
+    def path(self, p: Path) -> Path:
+        """A config-relative path made absolute."""
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def load_settings(config_path: Path | str = "config.yaml") -> Settings:
+    """Load and validate config.yaml and every bot it routes to; ConfigError lists all problems found."""
+    config_path = Path(config_path)
+    base_dir = config_path.resolve().parent
+    doc = load_yaml(config_path)
+    service = doc.validate(ServiceConfig)
+    prompts_dir = service.prompts_dir if service.prompts_dir.is_absolute() else base_dir / service.prompts_dir
+    problems: list[ConfigProblem] = []
+    bots: dict[str, BotConfig] = {}
+    files: dict[str, Path] = {}
+    if not prompts_dir.is_dir():
+        problems.append(doc.problem(("prompts_dir",), f"directory {prompts_dir} does not exist"))
+    else:
+        for bot_file in sorted(prompts_dir.glob("*.yaml")):
+            files[bot_file.stem] = bot_file
+            try:
+                bot_doc = load_yaml(bot_file, display_name=_display(bot_file, base_dir))
+                bot = bot_doc.validate(BotConfig)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+            references = [bot_doc.problem(loc, msg) for loc, msg in bot.reference_problems()]
+            problems.extend(references)
+            if not references:
+                bots[bot_file.stem] = bot
+    for number, bot_name in service.numbers.items():
+        if bot_name not in files:
+            known = ", ".join(sorted(files)) or "none"
+            problems.append(
+                doc.problem(
+                    ("numbers", number), f"no bot named {bot_name!r} in {prompts_dir} (bots: {known})"
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+    return Settings(service=service, bots=bots, config_path=config_path, base_dir=base_dir, files=files)
+
+
+def _display(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base))
+    except ValueError:
+        return str(path)

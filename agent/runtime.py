@@ -1,0 +1,129 @@
+"""What one worker process shares between its calls: config, store, secrets, models, live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from agent.config import Settings
+from agent.security import StreamTokens, resolve_secret
+from agent.store import Store
+from pipelines.executor import ModelExecutor
+from pipelines.models import piper_voice_files
+from pipelines.tts import PhraseCache, PiperSynthesizer
+
+if TYPE_CHECKING:
+    from agent.call import CallSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Process-wide services. Models load once here; every call of the process shares them."""
+
+    settings: Settings
+    store: Store
+    tokens: StreamTokens
+    webhook_secret: str
+    executor: ModelExecutor
+    phrases: dict[str, PhraseCache]
+    recordings_dir: Path
+    sessions: dict[str, CallSession] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    draining: bool = False
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        """Open the store, resolve secrets, load voices and pre-synthesize every bot's fixed phrases."""
+        service = settings.service
+        data_dir = settings.path(service.storage.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(service.storage.url, base_dir=settings.base_dir)
+        await store.init()
+        tokens = StreamTokens(
+            resolve_secret(service.security.stream_secret_env, data_dir).encode(),
+            service.security.stream_token_ttl_s,
+        )
+        webhook_secret = resolve_secret(service.security.webhook_secret_env, data_dir)
+        executor = ModelExecutor(max_workers=2)
+        started = time.perf_counter()
+        phrases: dict[str, PhraseCache] = {}
+        for name, bot in settings.bots.items():
+            onnx, config = piper_voice_files(bot.voice)
+            synth = await executor.run(PiperSynthesizer.load, onnx, config)
+            cache = PhraseCache(synth, bot.stream.voice_quality)
+            await cache.warm(bot.fixed_phrases(), executor)
+            phrases[name] = cache
+        log.info(
+            "voices loaded and %d bots' phrases cached in %.2fs", len(phrases), time.perf_counter() - started
+        )
+        if service.llm.base_url is None:
+            log.info("no LLM endpoint configured: bots answer from their YAML scripts")
+        recordings = settings.path(service.storage.recordings_dir)
+        recordings.mkdir(parents=True, exist_ok=True)
+        return cls(settings, store, tokens, webhook_secret, executor, phrases, recordings)
+
+    async def stop(self, *, deadline_s: float = 10.0) -> None:
+        """Let live calls end (up to a deadline), then close them and release everything."""
+        self.draining = True
+        if self.sessions:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), deadline_s)
+        for session in list(self.sessions.values()):
+            await session.close("shutdown")
+        await self.store.close()
+        self.executor.shutdown()
+
+    def register(self, session: CallSession) -> None:
+        """A call went live in this process."""
+        self.sessions[session.call_id] = session
+        self._idle.clear()
+
+    def unregister(self, call_id: str) -> None:
+        """A call ended."""
+        self.sessions.pop(call_id, None)
+        if not self.sessions:
+            self._idle.set()
+
+    def session_for_cmiuuid(self, cmiuuid: str | None) -> CallSession | None:
+        """The live call with this platform id, if it runs in this process."""
+        if not cmiuuid:
+            return None
+        return next((s for s in self.sessions.values() if s.cmiuuid == cmiuuid), None)
+
+    def stream_url(self, *, call_id: str, bot: str, from_number: str, to_number: str) -> str:
+        """The ws_url PIOPIY opens for this call, carrying a signed, expiring token."""
+        return stream_url(
+            self.settings.service.server.ws_base,
+            self.tokens,
+            call_id=call_id,
+            bot=bot,
+            from_number=from_number,
+            to_number=to_number,
+        )
+
+
+def stream_url(
+    ws_base: str, tokens: StreamTokens, *, call_id: str, bot: str, from_number: str, to_number: str
+) -> str:
+    """ws_url with call id, numbers and an HMAC token bound to call id + bot + expiry."""
+    exp, token = tokens.issue(call_id, bot)
+    query = urlencode(
+        {"call": call_id, "bot": bot, "from": from_number, "to": to_number, "exp": exp, "token": token}
+    )
+    return f"{ws_base}/stream?{query}"
+
+
+def new_call_id() -> str:
+    """Our own call id (the platform's cmiuuid is stored beside it)."""
+    return "c_" + uuid.uuid4().hex

@@ -1,0 +1,275 @@
+"""The HTTP surface: PIOPIY's answer_url, events, CDRs, DTMF callbacks, the stream socket, the call API.
+
+Bad input gets a 4xx with a JSON error that says what is wrong; nothing a caller or PIOPIY sends can
+produce a 500. Everything received is stored before it is acted on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+
+from agent.config import Settings, normalize_number
+from agent.runtime import Runtime, new_call_id
+from agent.security import webhook_secret_ok
+from agent.stream import stream_socket
+from agent.telephony.piopiy import (
+    AnswerRequest,
+    CallEvent,
+    CdrRecord,
+    DtmfCallback,
+    Pcmo,
+    PiopiyFormatError,
+    bridge_action,
+    hangup_action,
+    parse_body,
+    record_action,
+    redact_tokens,
+    speak_action,
+    stream_action,
+)
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+class HttpError(Exception):
+    """An error answered as JSON `{"error": ..., "detail": ...}` with an HTTP status."""
+
+    def __init__(self, status: int, error: str, detail: str = "") -> None:
+        super().__init__(error)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
+    """The ASGI app. Pass a started Runtime to share one between apps (tests); else it starts with the app."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = runtime is None
+        app.state.runtime = runtime or await Runtime.start(settings)
+        try:
+            yield
+        finally:
+            if own:
+                await app.state.runtime.stop()
+
+    app = FastAPI(title="Hotline", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(HttpError)
+    async def _http_error(request: Request, exc: HttpError) -> JSONResponse:
+        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
+
+    app.add_api_websocket_route("/stream", stream_socket)
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> dict[str, Any]:
+        rt = _rt(request)
+        return {"status": "draining" if rt.draining else "ok", "active_calls": len(rt.sessions)}
+
+    @app.post("/piopiy/answer")
+    async def answer(request: Request) -> JSONResponse:
+        rt = _authorized(request)
+        body = await _json_body(request, rt)
+        call = _parse(AnswerRequest, body, "malformed answer_url body")
+        return JSONResponse(await _answer_pcmo(rt, call, body))
+
+    @app.post("/piopiy/events")
+    async def events(request: Request) -> dict[str, Any]:
+        rt = _authorized(request)
+        body = await _json_body(request, rt)
+        event = _parse(CallEvent, body, "malformed event")
+        session = rt.session_for_cmiuuid(event.cmiuuid)
+        call_id = session.call_id if session else await rt.store.call_id_for(cmiuuid=event.cmiuuid)
+        if call_id is None and event.request_id:
+            # Outbound calls are known by request_id until PIOPIY tells us their cmiuuid.
+            call_id = await rt.store.call_id_for(request_id=event.request_id)
+            if call_id and event.cmiuuid:
+                await rt.store.update_call(call_id, cmiuuid=event.cmiuuid)
+        await rt.store.add_event(
+            source="piopiy",
+            status=event.status,
+            payload=body,
+            at=time.time(),
+            call_id=call_id,
+            cmiuuid=event.cmiuuid,
+        )
+        session = rt.session_for_cmiuuid(event.cmiuuid)  # again: the call may have ended while we stored
+        if session is not None:
+            await session.on_platform_event(event)
+        elif call_id and event.status_lower == "hangup":
+            # PIOPIY usually closes the socket before it posts `hangup`: say who ended the call.
+            await rt.store.mark_caller_hangup(call_id)
+        return {"ok": True, "call_id": call_id}
+
+    @app.post("/piopiy/cdr")
+    async def cdr(request: Request) -> dict[str, Any]:
+        rt = _authorized(request)
+        body = await _json_body(request, rt)
+        record = _parse(CdrRecord, body, "malformed CDR")
+        first = await rt.store.upsert_cdr(record.cmiuuid, record.leg, body, time.time())
+        return {"ok": True, "duplicate": not first}
+
+    @app.post("/piopiy/dtmf")
+    async def dtmf(request: Request) -> dict[str, Any]:
+        rt = _authorized(request)
+        body = await _json_body(request, rt)
+        digits = _parse(DtmfCallback, body, "malformed DTMF callback")
+        session = rt.session_for_cmiuuid(digits.call_uuid)
+        call_id = session.call_id if session else await rt.store.call_id_for(cmiuuid=digits.call_uuid)
+        await rt.store.add_event(
+            source="piopiy",
+            status="dtmf",
+            payload=body,
+            at=time.time(),
+            call_id=call_id,
+            cmiuuid=digits.call_uuid,
+        )
+        session = rt.session_for_cmiuuid(digits.call_uuid)
+        if session is not None:
+            await session.on_dtmf(digits.dtmf)
+        return {"ok": True, "delivered": session is not None}
+
+    @app.get("/api/calls")
+    async def list_calls(
+        request: Request,
+        limit: int = Query(50, ge=1, le=500),
+        offset: int = Query(0, ge=0),
+        bot: str | None = None,
+        status: str | None = None,
+    ) -> dict[str, Any]:
+        rt = _authorized(request)
+        total, calls = await rt.store.list_calls(limit=limit, offset=offset, bot=bot, status=status)
+        return {"total": total, "limit": limit, "offset": offset, "calls": calls}
+
+    @app.get("/api/calls/{call_id}")
+    async def get_call(request: Request, call_id: str) -> dict[str, Any]:
+        rt = _authorized(request)
+        record = await rt.store.call_record(call_id)
+        if record is None:
+            raise HttpError(404, "no such call", call_id)
+        record["live"] = call_id in rt.sessions
+        return record
+
+    @app.get("/api/calls/{call_id}/recording")
+    async def get_recording(request: Request, call_id: str) -> FileResponse:
+        rt = _authorized(request)
+        path = await rt.store.recording_path(call_id)
+        if path is None or not path.is_file():
+            raise HttpError(404, "no recording for this call", call_id)
+        return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
+
+    return app
+
+
+def _rt(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _authorized(request: Request) -> Runtime:
+    """Webhooks and the API need the shared secret: header X-Hotline-Secret, a Bearer token, or ?secret=."""
+    rt = _rt(request)
+    presented = request.headers.get("x-hotline-secret") or request.query_params.get("secret")
+    auth = request.headers.get("authorization", "")
+    if presented is None and auth.lower().startswith("bearer "):
+        presented = auth[7:].strip()
+    if not webhook_secret_ok(rt.webhook_secret, presented):
+        log.warning(
+            "refused %s %s from %s: missing or wrong secret", request.method, request.url.path, request.client
+        )
+        raise HttpError(401, "unauthorized", "send the webhook secret as X-Hotline-Secret or ?secret=")
+    return rt
+
+
+def _parse(model: type[M], body: Any, error: str) -> M:
+    """A webhook body as its typed model, or a 400 naming every bad field."""
+    try:
+        return parse_body(model, body)
+    except PiopiyFormatError as exc:
+        raise HttpError(400, error, str(exc)) from None
+
+
+async def _json_body(request: Request, rt: Runtime) -> Any:
+    limit = rt.settings.service.security.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, "body too large", f"limit is {limit} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise HttpError(413, "body too large", f"limit is {limit} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, "body is not valid JSON", str(exc)[:200]) from None
+
+
+async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
+    """The PCMO for a new call: stream it to the bot owning the number, or the fallback."""
+    settings = rt.settings
+    now = time.time()
+    call_id = new_call_id()
+    try:
+        bot_name = settings.service.numbers.get(normalize_number(call.to))
+    except ValueError:
+        bot_name = None
+    bot = settings.bots.get(bot_name) if bot_name else None
+    common = {"cmiuuid": call.cmiuuid, "from_number": call.from_, "to_number": call.to, "started_at": now}
+    if bot is None or rt.draining:
+        pcmo = _fallback_pcmo(settings, call.to)
+        why = "draining" if rt.draining else "unknown_number"
+        log.warning("call %s to %s: %s, answered with the fallback PCMO", call.cmiuuid, call.to, why)
+        await rt.store.create_call(
+            id=call_id, status="unrouted", end_reason=why, ended_at=now, meta={"answer": body}, **common
+        )
+        await rt.store.add_action(call_id, "answer", pcmo, {"rule": why, "number": call.to}, now)
+        return pcmo
+    assert bot_name is not None
+    ws_url = rt.stream_url(call_id=call_id, bot=bot_name, from_number=call.from_, to_number=call.to)
+    opts = bot.stream
+    pcmo = [record_action()] if opts.record else []
+    pcmo.append(
+        stream_action(
+            ws_url,
+            listen_mode=opts.listen_mode,
+            voice_quality=opts.voice_quality,
+            stream_on_answer=opts.stream_on_answer,
+        )
+    )
+    await rt.store.create_call(
+        id=call_id,
+        bot=bot_name,
+        status="answered",
+        sample_rate=opts.voice_quality,
+        meta={"answer": body},
+        **common,
+    )
+    await rt.store.add_action(
+        call_id, "answer", redact_tokens(pcmo), {"rule": "number_routing", "bot": bot_name}, now
+    )
+    log.info("call %s (%s → %s) routed to bot %s as %s", call.cmiuuid, call.from_, call.to, bot_name, call_id)
+    return pcmo
+
+
+def _fallback_pcmo(settings: Settings, to_number: str) -> Pcmo:
+    fb = settings.service.unknown_number
+    pcmo: Pcmo = [speak_action(fb.say)] if fb.say else []
+    if fb.bridge_to:
+        try:
+            pcmo.append(bridge_action(to_number, fb.bridge_to, timeout=fb.timeout, ring_type=fb.ring_type))
+        except PiopiyFormatError:
+            # `to` is not a usable caller id (junk from a misconfigured trunk): hang up instead of failing.
+            pcmo.append(hangup_action())
+    else:
+        pcmo.append(hangup_action())
+    return pcmo

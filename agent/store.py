@@ -1,0 +1,337 @@
+"""Call records: calls, turns, actions, events and CDRs (SQLAlchemy 2; SQLite file or PostgreSQL).
+
+Records are written as the call happens (not only at its end), so a dropped socket or a crashed process
+still leaves what was said and done. `call_record()` builds the public JSON shape documented in README.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the record tables."""
+
+
+class CallRow(Base):
+    """One call, inbound or outbound."""
+
+    __tablename__ = "calls"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cmiuuid: Mapped[str | None] = mapped_column(String(128), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    bot: Mapped[str | None] = mapped_column(String(64), index=True)
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")
+    from_number: Mapped[str | None] = mapped_column(String(32))
+    to_number: Mapped[str | None] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    end_reason: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[float] = mapped_column(Float, index=True)
+    connected_at: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    sample_rate: Mapped[int | None] = mapped_column(Integer)
+    recording_path: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TurnRow(Base):
+    """Something the caller or the bot said."""
+
+    __tablename__ = "turns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text, default="")
+    heard_text: Mapped[str | None] = mapped_column(Text)
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+    latency: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    signals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ActionRow(Base):
+    """Something the service did on the call (PCMO sent, transfer, hangup...) and why."""
+
+    __tablename__ = "actions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[Any] = mapped_column(JSON)
+    reason: Mapped[Any] = mapped_column(JSON)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class EventRow(Base):
+    """A platform event (Event URL) or a stream event of ours; kept even when no call matches yet."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    cmiuuid: Mapped[str | None] = mapped_column(String(128), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[Any] = mapped_column(JSON)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class CdrRow(Base):
+    """A call detail record; PIOPIY retries them, so one row per (cmiuuid, leg)."""
+
+    __tablename__ = "cdrs"
+    __table_args__ = (UniqueConstraint("cmiuuid", "leg", name="uq_cdr_leg"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cmiuuid: Mapped[str] = mapped_column(String(128), index=True)
+    leg: Mapped[str] = mapped_column(String(8))
+    payload: Mapped[Any] = mapped_column(JSON)
+    received_at: Mapped[float] = mapped_column(Float)
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+
+
+def async_url(url: str, base_dir: Path | None = None) -> str:
+    """Map a plain database URL to its asyncio driver; a relative SQLite path is taken from base_dir."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            p = Path(path)
+            if not p.is_absolute() and base_dir is not None:
+                p = base_dir / p
+            p.parent.mkdir(parents=True, exist_ok=True)
+            path = str(p)
+        return f"sqlite+aiosqlite:///{path}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds → ISO 8601 UTC with milliseconds."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Store:
+    """Async access to call records. One per process; safe to share between calls."""
+
+    def __init__(self, url: str, *, base_dir: Path | None = None) -> None:
+        self.url = async_url(url, base_dir)
+        self.engine: AsyncEngine = create_async_engine(self.url, pool_pre_ping=True)
+        self._session = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def init(self) -> None:
+        """Create the tables when they do not exist."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        await self.engine.dispose()
+
+    async def create_call(self, **fields: Any) -> None:
+        """Insert a call row (fields of CallRow)."""
+        async with self._session.begin() as s:
+            s.add(CallRow(**fields))
+
+    async def ensure_call(self, call_id: str, **fields: Any) -> None:
+        """Insert the call unless it exists (a stream can arrive for a call whose answer we did not see)."""
+        async with self._session.begin() as s:
+            if await s.get(CallRow, call_id) is None:
+                s.add(CallRow(id=call_id, **fields))
+
+    async def cmiuuid_of(self, call_id: str) -> str | None:
+        """The platform's id of one of our calls."""
+        async with self._session() as s:
+            return await s.scalar(select(CallRow.cmiuuid).where(CallRow.id == call_id))
+
+    async def mark_caller_hangup(self, call_id: str) -> None:
+        """PIOPIY's hangup event came after the socket closed on its side: the caller ended the call."""
+        async with self._session.begin() as s:
+            await s.execute(
+                update(CallRow)
+                .where(CallRow.id == call_id, CallRow.end_reason.like("socket_closed%"))
+                .values(end_reason="caller_hangup")
+            )
+
+    async def recording_path(self, call_id: str) -> Path | None:
+        """Where a call's two-channel recording is, if it has one."""
+        async with self._session() as s:
+            path = await s.scalar(select(CallRow.recording_path).where(CallRow.id == call_id))
+        return Path(path) if path else None
+
+    async def update_call(self, call_id: str, **fields: Any) -> None:
+        """Update columns of a call."""
+        async with self._session.begin() as s:
+            await s.execute(update(CallRow).where(CallRow.id == call_id).values(**fields))
+
+    async def add_turn(self, call_id: str, **fields: Any) -> int:
+        """Append a turn; returns its id (for later updates such as latencies or trimming)."""
+        async with self._session.begin() as s:
+            row = TurnRow(call_id=call_id, **fields)
+            s.add(row)
+            await s.flush()
+            return row.id
+
+    async def update_turn(self, turn_id: int, **fields: Any) -> None:
+        """Update columns of a turn."""
+        async with self._session.begin() as s:
+            await s.execute(update(TurnRow).where(TurnRow.id == turn_id).values(**fields))
+
+    async def add_action(self, call_id: str, type: str, payload: Any, reason: Any, at: float) -> None:
+        """Record an action with the reason it was taken."""
+        async with self._session.begin() as s:
+            s.add(ActionRow(call_id=call_id, type=type, payload=payload, reason=reason, at=at))
+
+    async def add_event(
+        self, *, source: str, status: str, payload: Any, at: float, call_id: str | None, cmiuuid: str | None
+    ) -> None:
+        """Record an event; `call_id` may be unknown yet (joined later by cmiuuid)."""
+        async with self._session.begin() as s:
+            s.add(
+                EventRow(
+                    source=source, status=status, payload=payload, at=at, call_id=call_id, cmiuuid=cmiuuid
+                )
+            )
+
+    async def upsert_cdr(self, cmiuuid: str, leg: str, payload: Any, at: float) -> bool:
+        """Store a CDR once per (cmiuuid, leg); a retry updates it. Returns True the first time."""
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(CdrRow).values(cmiuuid=cmiuuid, leg=leg, payload=payload, received_at=at, deliveries=1)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["cmiuuid", "leg"],
+            set_={"payload": stmt.excluded.payload, "deliveries": CdrRow.deliveries + 1},
+        )
+        async with self._session.begin() as s:
+            await s.execute(stmt)
+            deliveries = await s.scalar(
+                select(CdrRow.deliveries).where(CdrRow.cmiuuid == cmiuuid, CdrRow.leg == leg)
+            )
+        return deliveries == 1
+
+    async def call_id_for(self, *, cmiuuid: str | None = None, request_id: str | None = None) -> str | None:
+        """The call a platform id belongs to."""
+        if not cmiuuid and not request_id:
+            return None
+        cond = CallRow.cmiuuid == cmiuuid if cmiuuid else CallRow.request_id == request_id
+        async with self._session() as s:
+            return await s.scalar(select(CallRow.id).where(cond).order_by(CallRow.started_at.desc()).limit(1))
+
+    async def list_calls(
+        self, *, limit: int = 50, offset: int = 0, bot: str | None = None, status: str | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Newest calls first, with the total count for paging."""
+        query = select(CallRow)
+        count = select(func.count()).select_from(CallRow)
+        for col, value in ((CallRow.bot, bot), (CallRow.status, status)):
+            if value is not None:
+                query, count = query.where(col == value), count.where(col == value)
+        async with self._session() as s:
+            total = await s.scalar(count) or 0
+            rows = (
+                await s.scalars(query.order_by(CallRow.started_at.desc()).limit(limit).offset(offset))
+            ).all()
+        return total, [_call_meta(r) for r in rows]
+
+    async def call_record(self, call_id: str) -> dict[str, Any] | None:
+        """The whole record of one call: meta, turns, actions, events and CDRs."""
+        async with self._session() as s:
+            call = await s.get(CallRow, call_id)
+            if call is None:
+                return None
+            turns = (
+                await s.scalars(select(TurnRow).where(TurnRow.call_id == call_id).order_by(TurnRow.idx))
+            ).all()
+            actions = (
+                await s.scalars(select(ActionRow).where(ActionRow.call_id == call_id).order_by(ActionRow.id))
+            ).all()
+            event_match = EventRow.call_id == call_id
+            if call.cmiuuid:
+                event_match = event_match | (EventRow.cmiuuid == call.cmiuuid)
+            events = (await s.scalars(select(EventRow).where(event_match).order_by(EventRow.id))).all()
+            cdrs = (
+                (
+                    await s.scalars(select(CdrRow).where(CdrRow.cmiuuid == call.cmiuuid).order_by(CdrRow.leg))
+                ).all()
+                if call.cmiuuid
+                else []
+            )
+        record = _call_meta(call)
+        record["turns"] = [_turn(t, call.started_at) for t in turns]
+        record["actions"] = [
+            {"type": a.type, "payload": a.payload, "reason": a.reason, "at": iso(a.at)} for a in actions
+        ]
+        record["events"] = [
+            {"source": e.source, "status": e.status, "at": iso(e.at), "payload": e.payload} for e in events
+        ]
+        record["cdr"] = [{"leg": c.leg, "deliveries": c.deliveries, **_dict(c.payload)} for c in cdrs]
+        return record
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _call_meta(c: CallRow) -> dict[str, Any]:
+    end = c.ended_at
+    return {
+        "call_id": c.id,
+        "cmiuuid": c.cmiuuid,
+        "request_id": c.request_id,
+        "bot": c.bot,
+        "direction": c.direction,
+        "from": c.from_number,
+        "to": c.to_number,
+        "status": c.status,
+        "end_reason": c.end_reason,
+        "started_at": iso(c.started_at),
+        "connected_at": iso(c.connected_at),
+        "ended_at": iso(end),
+        "duration_s": round(end - c.started_at, 3) if end else None,
+        "sample_rate": c.sample_rate,
+        "recording": (
+            {"url": f"/api/calls/{c.id}/recording", "channels": ["caller", "bot"]}
+            if c.recording_path
+            else None
+        ),
+        "meta": c.meta or {},
+    }
+
+
+def _turn(t: TurnRow, call_start: float) -> dict[str, Any]:
+    def offset(ts: float | None) -> int | None:
+        return None if ts is None else round((ts - call_start) * 1000)
+
+    return {
+        "index": t.idx,
+        "role": t.role,
+        "text": t.text,
+        "heard_text": t.heard_text,
+        "interrupted": t.interrupted,
+        "started_at": iso(t.started_at),
+        "ended_at": iso(t.ended_at),
+        "start_ms": offset(t.started_at),
+        "end_ms": offset(t.ended_at),
+        "latency_ms": t.latency or {},
+        "signals": t.signals or {},
+    }

@@ -1,0 +1,90 @@
+"""The stream socket PIOPIY opens for each call: token check, frame decoding, one CallSession."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from agent.call import CallSession
+from agent.runtime import Runtime
+from agent.security import TokenError
+from agent.telephony.piopiy import StreamDecoder
+
+log = logging.getLogger(__name__)
+
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+
+
+async def stream_socket(ws: WebSocket) -> None:
+    """Serve one call's stream from socket open to close; the record is saved however it ends."""
+    runtime: Runtime = ws.app.state.runtime
+    q = ws.query_params
+    call_id, bot_name = q.get("call", ""), q.get("bot", "")
+    await ws.accept()
+    try:
+        runtime.tokens.verify(call_id, bot_name, q.get("exp", ""), q.get("token", ""))
+    except TokenError as exc:
+        log.warning("stream refused for call %r: %s (from %s)", call_id[:64], exc, ws.client)
+        await ws.close(POLICY_VIOLATION, "invalid stream token")
+        return
+    bot = runtime.settings.bots.get(bot_name)
+    if bot is None or call_id in runtime.sessions:
+        why = "unknown bot" if bot is None else "call already streaming"
+        log.warning("stream refused for call %s: %s", call_id, why)
+        await ws.close(POLICY_VIOLATION, why)
+        return
+
+    await runtime.store.ensure_call(
+        call_id,
+        bot=bot_name,
+        from_number=q.get("from"),
+        to_number=q.get("to"),
+        status="answered",
+        started_at=time.time(),
+        sample_rate=bot.stream.voice_quality,
+    )
+    session = CallSession(
+        runtime,
+        call_id=call_id,
+        bot_name=bot_name,
+        bot=bot,
+        send_text=ws.send_text,
+        cmiuuid=await runtime.store.cmiuuid_of(call_id),
+    )
+    runtime.register(session)
+    decoder = StreamDecoder()
+    max_frame = runtime.settings.service.security.max_frame_bytes
+    reason, dropped = "socket_closed", False
+    try:
+        await session.start()
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                code = int(message.get("code") or 1005)
+                reason, dropped = f"socket_closed_{code}", code not in (1000, 1001)
+                break
+            data, text = message.get("bytes"), message.get("text")
+            size = len(data) if data is not None else len(text or "")
+            if size > max_frame:
+                log.warning(
+                    "call %s: %d-byte frame over the %d-byte limit; closing", call_id, size, max_frame
+                )
+                await session.event("stream", "frame_too_large", {"bytes": size, "limit": max_frame})
+                reason = "frame_too_large"
+                await ws.close(MESSAGE_TOO_BIG, "frame too large")
+                break
+            if data is not None:
+                session.on_audio(decoder.feed_bytes(data))
+            elif text is not None:
+                await session.on_text(decoder.feed_text(text))
+    except WebSocketDisconnect as exc:
+        reason, dropped = f"socket_closed_{exc.code}", exc.code not in (1000, 1001)
+    except Exception:
+        log.exception("call %s: stream failed", call_id)
+        reason, dropped = "stream_error", True
+    finally:
+        await session.close(reason, dropped=dropped)

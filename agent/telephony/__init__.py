@@ -1,0 +1,1 @@
+"""Carrier seams: one module per telephony platform."""

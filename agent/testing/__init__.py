@@ -1,0 +1,1 @@
+"""Test doubles of the outside world: the PIOPIY simulator and fake backends."""

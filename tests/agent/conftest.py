@@ -1,0 +1,64 @@
+"""The real service, served on a loopback port once per test session, with the shipped bots."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from agent.config import Settings, load_settings
+from agent.server import create_app
+from agent.testing.servers import serve_in_thread
+
+REPO = Path(__file__).resolve().parents[2]
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+SUPPORT_NUMBER = "918040001000"  # support_desk, 8 kHz
+ORDER_NUMBER = "918040002000"  # order_line, 16 kHz, PIOPIY-side record first
+
+
+@dataclass
+class Service:
+    """A running Hotline service and how to talk to it."""
+
+    url: str
+    settings: Settings
+    data_dir: Path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Hotline-Secret": WEBHOOK_SECRET}
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=10)
+
+
+def write_config(directory: Path, **overrides: object) -> Path:
+    """The shipped config.yaml, with storage in `directory` and the shipped prompts."""
+    data = yaml.safe_load((REPO / "config.yaml").read_text())
+    data["prompts_dir"] = str(REPO / "prompts")
+    data["storage"] = {
+        "url": f"sqlite:///{directory / 'hotline.db'}",
+        "data_dir": str(directory),
+        "recordings_dir": str(directory / "recordings"),
+    }
+    data.update(overrides)
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    directory = tmp_path_factory.mktemp("service")
+    os.environ["HOTLINE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+    os.environ["HOTLINE_STREAM_SECRET"] = "test-stream-secret-0123456789abcdef"
+    settings = load_settings(write_config(directory))
+    with serve_in_thread(create_app(settings), startup_timeout_s=120) as url:
+        # The port is known only now; ws_url is derived from public_url at answer time.
+        settings.service.server.public_url = url
+        yield Service(url=url, settings=settings, data_dir=directory)
