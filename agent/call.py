@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from agent.bot import BotConfig
 from agent.runtime import Runtime
 from agent.telephony.piopiy import (
-    CallEvent,
     ControlVerb,
     Pcmo,
     StreamMetadata,
@@ -26,6 +25,9 @@ from agent.telephony.piopiy import (
     encode_control,
     encode_pcmo,
     encode_stream_audio,
+)
+from agent.telephony.piopiy_webhooks import (
+    CallEvent,
 )
 from pipelines.audio import CallRecording
 from pipelines.playout import Playout

@@ -22,19 +22,21 @@ from agent.runtime import Runtime, new_call_id
 from agent.security import webhook_secret_ok
 from agent.stream import stream_socket
 from agent.telephony.piopiy import (
-    AnswerRequest,
-    CallEvent,
-    CdrRecord,
-    DtmfCallback,
     Pcmo,
     PiopiyFormatError,
     bridge_action,
     hangup_action,
-    parse_body,
     record_action,
     redact_tokens,
     speak_action,
     stream_action,
+)
+from agent.telephony.piopiy_webhooks import (
+    AnswerRequest,
+    CallEvent,
+    CdrRecord,
+    DtmfCallback,
+    parse_body,
 )
 
 log = logging.getLogger(__name__)

@@ -32,12 +32,14 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from agent.telephony.piopiy import (
     SUPPORTED_STREAM_RATES,
+    Pcmo,
+    PiopiyFormatError,
+)
+from agent.telephony.piopiy_webhooks import (
     AnswerRequest,
     CallEvent,
     CdrRecord,
     DtmfCallback,
-    Pcmo,
-    PiopiyFormatError,
     parse_body,
 )
 from agent.testing.simulated_line import (

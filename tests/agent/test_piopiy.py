@@ -15,10 +15,6 @@ from hypothesis import strategies as st
 from piopiy.action import Action, StreamAction
 
 from agent.telephony.piopiy import (
-    AnswerRequest,
-    CallEvent,
-    CdrRecord,
-    DtmfCallback,
     PcmoFrame,
     PiopiyFormatError,
     StreamAudio,
@@ -34,12 +30,18 @@ from agent.telephony.piopiy import (
     hangup_action,
     input_action,
     param_action,
-    parse_body,
     play_action,
     play_get_input_action,
     record_action,
     speak_action,
     stream_action,
+)
+from agent.telephony.piopiy_webhooks import (
+    AnswerRequest,
+    CallEvent,
+    CdrRecord,
+    DtmfCallback,
+    parse_body,
 )
 
 WS = "wss://hotline.example.com/stream?call=c1&token=t0k"

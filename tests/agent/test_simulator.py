@@ -17,16 +17,18 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 
 from agent.telephony.piopiy import (
-    CallEvent,
-    CdrRecord,
     PcmoFrame,
     StreamControl,
     bridge_action,
     encode_control,
     encode_pcmo,
     encode_stream_audio,
-    parse_body,
     stream_action,
+)
+from agent.telephony.piopiy_webhooks import (
+    CallEvent,
+    CdrRecord,
+    parse_body,
 )
 from agent.testing.servers import serve_in_thread
 from agent.testing.simulator import CallEnded, PiopiySimulator, SimulatorError, SimulatorTimeout
