@@ -164,4 +164,6 @@ def test_healthz_and_missing_call(service: Service) -> None:
     with service.client() as http:
         missing = http.get("/api/calls/c_nope")
         assert missing.status_code == 404 and missing.json()["error"] == "no such call"
-        assert http.get("/api/calls", params={"limit": 0}).status_code == 422
+        bad = http.get("/api/calls", params={"limit": 0})
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid request"
+        assert "limit" in bad.json()["detail"]
