@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint unit bench clean
+.PHONY: setup debs run test lint unit bench clean
 
 setup: $(STAMP)
 
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# Real human speech for tests and benchmarks comes from Debian packages (never committed).
+debs:
+	scripts/install-test-debs.sh
+
 run: setup
 	$(BIN)/hotline serve
 
@@ -22,12 +26,12 @@ lint: setup
 	$(BIN)/ruff format --check agent pipelines tests bench
 	$(BIN)/mypy
 
-unit: setup
+unit: setup debs
 	$(BIN)/python -m pytest -q
 
 test: lint unit
 
-bench: setup
+bench: setup debs
 	$(BIN)/python -m bench
 
 clean:
