@@ -1,0 +1,1 @@
+"""What the bot says and does between hearing and speaking."""

@@ -1,0 +1,98 @@
+"""The Dialogue interface: caller text in, a stream of reply text and actions out.
+
+A reply is consumed as an async iterator, one task per reply, so barge-in is just cancelling that task.
+After a reply the session tells the dialogue what the caller actually heard, so the context never
+claims the bot said words it was cut off before saying.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from agent.bot import ActionSpec, BotConfig
+
+ActionKind = Literal["say", "transfer", "tool", "hold_music", "hangup"]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a dialogue may know about the call."""
+
+    call_id: str
+    bot_name: str
+    bot: BotConfig
+    caller_number: str
+    called_number: str
+    started_at: float = field(default_factory=time.time)
+
+    def variables(self) -> dict[str, Any]:
+        """Template variables for replies and prompts."""
+        return {
+            "caller_number": self.caller_number,
+            "called_number": self.called_number,
+            "bot_name": self.bot.name,
+            "time": time.strftime("%H:%M", time.localtime()),
+            "date": time.strftime("%Y-%m-%d", time.localtime()),
+            "departments": ", ".join(self.bot.departments),
+        }
+
+
+@dataclass(frozen=True)
+class DialogueAction:
+    """Something the dialogue wants done on the call, with why."""
+
+    kind: ActionKind
+    department: str | None = None
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+    text: str | None = None
+    reason: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_spec(cls, spec: ActionSpec, reason: dict[str, Any]) -> DialogueAction:
+        """From a YAML action entry."""
+        return cls(
+            kind=spec.kind,  # type: ignore[arg-type]
+            department=spec.transfer,
+            tool=spec.tool,
+            args=spec.args,
+            text=spec.say,
+            reason=reason,
+        )
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of reply text, in order; clauses are cut downstream."""
+
+    text: str
+
+
+@dataclass
+class Understanding:
+    """How the dialogue read the caller's last turn (a signal for escalation)."""
+
+    intent: str | None = None
+    confidence: float = 0.0
+    misunderstood: bool = False
+    misunderstood_in_a_row: int = 0
+
+
+ReplyItem = TextDelta | DialogueAction
+
+
+class Dialogue(Protocol):
+    """One per call."""
+
+    understanding: Understanding
+
+    def reply(self, caller_text: str) -> AsyncIterator[ReplyItem]:
+        """Stream the reply to the caller's final text; may be cancelled at any point."""
+        ...
+
+    def heard(self, said: str, heard: str) -> None:
+        """The bot's last reply `said` was cut off; the caller heard only `heard`."""
+        ...
