@@ -15,8 +15,9 @@ from urllib.parse import urlencode
 from agent.config import Settings
 from agent.security import StreamTokens, resolve_secret
 from agent.store import Store
+from pipelines.asr import Transcriber, load_whisper
 from pipelines.executor import ModelExecutor
-from pipelines.models import piper_voice_files
+from pipelines.models import piper_voice_files, whisper_model_dir
 from pipelines.tts import PhraseCache, PiperSynthesizer
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ class Runtime:
     webhook_secret: str
     executor: ModelExecutor
     phrases: dict[str, PhraseCache]
+    synths: dict[str, PiperSynthesizer]
+    transcribers: dict[str, Transcriber]
     recordings_dir: Path
     sessions: dict[str, CallSession] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
@@ -57,20 +60,30 @@ class Runtime:
         executor = ModelExecutor(max_workers=2)
         started = time.perf_counter()
         phrases: dict[str, PhraseCache] = {}
+        synths: dict[str, PiperSynthesizer] = {}
+        transcribers: dict[str, Transcriber] = {}
         for name, bot in settings.bots.items():
             onnx, config = piper_voice_files(bot.voice)
-            synth = await executor.run(PiperSynthesizer.load, onnx, config)
+            synths[name] = synth = await executor.run(PiperSynthesizer.load, onnx, config)
             cache = PhraseCache(synth, bot.stream.voice_quality)
             await cache.warm(bot.fixed_phrases(), executor)
             phrases[name] = cache
+            # Models load once per process (cached by path); each bot gets a transcriber at its call rate.
+            model = await executor.run(load_whisper, whisper_model_dir(bot.asr_model, data_dir / "models"))
+            language = bot.language if model.model.is_multilingual else "en"
+            transcribers[name] = Transcriber(
+                model, executor, sample_rate_in=bot.stream.voice_quality, language=language
+            )
         log.info(
-            "voices loaded and %d bots' phrases cached in %.2fs", len(phrases), time.perf_counter() - started
+            "models loaded and %d bots' phrases cached in %.2fs", len(phrases), time.perf_counter() - started
         )
         if service.llm.base_url is None:
             log.info("no LLM endpoint configured: bots answer from their YAML scripts")
         recordings = settings.path(service.storage.recordings_dir)
         recordings.mkdir(parents=True, exist_ok=True)
-        return cls(settings, store, tokens, webhook_secret, executor, phrases, recordings)
+        return cls(
+            settings, store, tokens, webhook_secret, executor, phrases, synths, transcribers, recordings
+        )
 
     async def stop(self, *, deadline_s: float = 10.0) -> None:
         """Let live calls end (up to a deadline), then close them and release everything."""

@@ -54,6 +54,8 @@ async def stream_socket(ws: WebSocket) -> None:
         bot=bot,
         send_text=ws.send_text,
         cmiuuid=await runtime.store.cmiuuid_of(call_id),
+        caller_number=q.get("from", ""),
+        called_number=q.get("to", ""),
     )
     runtime.register(session)
     decoder = StreamDecoder()
@@ -73,7 +75,7 @@ async def stream_socket(ws: WebSocket) -> None:
                 log.warning(
                     "call %s: %d-byte frame over the %d-byte limit; closing", call_id, size, max_frame
                 )
-                await session.event("stream", "frame_too_large", {"bytes": size, "limit": max_frame})
+                await session.record.event("stream", "frame_too_large", {"bytes": size, "limit": max_frame})
                 reason = "frame_too_large"
                 await ws.close(MESSAGE_TOO_BIG, "frame too large")
                 break

@@ -19,6 +19,7 @@ SendChunk = Callable[[bytes, float], Awaitable[None]]
 class _Segment:
     start: float  # when the platform starts playing it (our clock)
     samples: int
+    pcm: bytes = b""
 
 
 class Playout:
@@ -58,9 +59,11 @@ class Playout:
             heard += max(0, min(seg.samples, int((now - seg.start) * self.sample_rate)))
         return heard
 
-    async def play(self, pcm: bytes) -> None:
+    async def play(self, pcm: bytes, *, until_played: bool = True) -> None:
         """Send `pcm` paced near real time; returns when it has finished playing on the line.
 
+        With `until_played=False` it returns once the last chunk is sent (about one chunk ahead), so the
+        next clause of a reply queues behind it without a gap; `drain()` then waits for the end.
         Cancelling stops sending at once; call `cut()` (and send `break`) to silence what is queued.
         """
         pcm = pcm[: len(pcm) - len(pcm) % 2]
@@ -72,13 +75,31 @@ class Playout:
             start = max(self._clock(), self._free_at)
             await self._send(chunk, start)
             samples = len(chunk) // 2
-            self._segments.append(_Segment(start, samples))
+            self._segments.append(_Segment(start, samples, chunk))
             self._free_at = start + samples / self.sample_rate
             self.sent_samples += samples
             self.chunks_sent += 1
+        if until_played:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until everything sent has played on the line."""
         remaining = self._free_at - self._clock()
         if remaining > 0:
             await asyncio.sleep(remaining)
+
+    def audio_at(self, t: float, samples: int) -> bytes:
+        """The audio playing on the line from time `t` for `samples` (silence where nothing plays).
+
+        The echo guard's reference: what the caller's line may be echoing back right now.
+        """
+        out = bytearray(samples * 2)
+        for seg in self._segments:
+            offset = round((t - seg.start) * self.sample_rate)
+            lo, hi = max(0, offset), min(seg.samples, offset + samples)
+            if lo < hi and seg.pcm:
+                out[(lo - offset) * 2 : (hi - offset) * 2] = seg.pcm[lo * 2 : hi * 2]
+        return bytes(out)
 
     def cut(self) -> int:
         """Forget what is queued (the caller will hear no more of it); returns the samples heard."""

@@ -1,0 +1,106 @@
+"""Spoken conversations through the simulator: turns, answers, latencies, barge-in, transfer, noise."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+
+from agent.testing.simulator import PiopiySimulator
+from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service
+from tests.agent.test_calls import call_id_of, final_record
+from tests.agent.voices import caller_says
+
+
+def sim(service: Service, speed: float = 1.0) -> PiopiySimulator:
+    return PiopiySimulator(service.url, webhook_secret=WEBHOOK_SECRET, speed=speed)
+
+
+async def test_a_question_gets_a_spoken_answer_with_latencies(service: Service) -> None:
+    async with await sim(service).place_call(to_number=SUPPORT_NUMBER) as call:
+        await call.wait_until_bot_silent(quiet_s=0.8, timeout=20)
+        await call.say_pcm(caller_says("What are your opening hours?"), 8000)
+        heard_before = len(call.received_audio)
+        await call.wait_for_bot_audio(timeout=10, since=call.now())
+        await call.wait_until_bot_silent(quiet_s=0.8, timeout=30)
+        assert len(call.received_audio) > heard_before
+        call_id = call_id_of(call.pcmo)
+    record = await final_record(service, call_id)
+    roles = [(t["role"], t["text"]) for t in record["turns"]]
+    assert [r for r, _ in roles] == ["bot", "caller", "bot"], roles
+    assert "opening hours" in roles[1][1].lower()
+    assert roles[2][1].startswith("Our branches are open from nine")
+    latency = record["turns"][1]["latency_ms"]
+    assert set(latency) >= {
+        "endpoint_ms",
+        "asr_ms",
+        "asr_speculative_hit",
+        "tts_first_audio_ms",
+        "response_ms",
+    }
+    assert 0 < latency["response_ms"] < 3000 and latency["endpoint_ms"] >= 600
+
+
+async def test_talking_over_the_greeting_cuts_it(service: Service) -> None:
+    async with await sim(service).place_call(to_number=SUPPORT_NUMBER) as call:
+        await call.wait_for_bot_audio(timeout=5)
+        await asyncio.sleep(1.0)
+        onset = call.now()
+        await call.say_pcm(caller_says("Sorry, I need to report a stolen card right now."), 8000)
+        await call.wait_for_control(lambda c: getattr(c, "verb", None) == "break", timeout=5)
+        await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
+        call_id = call_id_of(call.pcmo)
+    speech = np.frombuffer(caller_says("Sorry, I need to report a stolen card right now."), dtype="<i2")
+    speech_onset = onset + int(np.argmax(np.abs(speech) > 1000)) / 8000
+    (break_at,) = [t for t, c in call.controls if getattr(c, "verb", None) == "break"]
+    assert break_at - speech_onset < 0.3  # cut within 300 ms of the caller's speech onset
+    record = await final_record(service, call_id)
+    greeting = record["turns"][0]
+    assert greeting["interrupted"] and len(greeting["heard_text"]) < len(greeting["text"])
+    assert any(e["status"] == "barge_in" for e in record["events"])
+
+
+async def test_billing_question_is_answered_then_transferred(service: Service) -> None:
+    async with await sim(service).place_call(to_number=SUPPORT_NUMBER) as call:
+        await call.wait_until_bot_silent(quiet_s=0.8, timeout=20)
+        await call.say_pcm(caller_says("I was charged twice for the same payment."), 8000)
+        frame = await call.wait_for_control(lambda c: getattr(c, "actions", None) is not None, timeout=20)
+        call_id = call_id_of(call.pcmo)
+    (bridge,) = frame.actions
+    assert bridge["action"] == "bridge" and bridge["ring_type"] == "group"
+    assert [c["number"] for c in bridge["connect"]] == [918040001101, 918040001102]
+    record = await final_record(service, call_id)
+    (action,) = [a for a in record["actions"] if a["type"] == "pcmo"]
+    assert action["reason"]["intent"] == "billing_question" and action["reason"]["department"] == "billing"
+
+
+async def test_line_noise_produces_no_turn(service: Service) -> None:
+    rate = 8000
+    rng = np.random.default_rng(7)
+    t = np.arange(30 * rate) / rate
+    noise = rng.normal(0, 32767 * 10 ** (-45 / 20), t.size) + 300 * np.sin(2 * math.pi * 50 * t)
+    pcm = np.clip(noise, -32768, 32767).astype("<i2").tobytes()
+    async with await sim(service, speed=math.inf).place_call(to_number=SUPPORT_NUMBER) as call:
+        await call.wait_until_bot_silent(quiet_s=0.8, timeout=20)
+        await call.say_pcm(pcm, rate)
+        await call.silence(1.0)
+        call_id = call_id_of(call.pcmo)
+    record = await final_record(service, call_id)
+    assert [t["role"] for t in record["turns"]] == ["bot"]
+
+
+async def test_a_backchannel_that_cut_the_bot_lets_it_resume(service: Service) -> None:
+    async with await sim(service).place_call(to_number=SUPPORT_NUMBER) as call:
+        await call.wait_for_bot_audio(timeout=5)
+        await asyncio.sleep(1.5)
+        await call.say_pcm(caller_says("Okay."), 8000)
+        await call.wait_for_bot_audio(timeout=10, since=call.now() + 0.3)  # after the cut: the resumption
+        await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
+        call_id = call_id_of(call.pcmo)
+    record = await final_record(service, call_id)
+    events = {e["status"]: e["payload"] for e in record["events"]}
+    assert "barge_in" in events and events["backchannel"]["resumed"] is True, record["events"]
+    greeting, resumed = record["turns"]  # no caller turn: "okay" is not a turn
+    assert greeting["interrupted"] and greeting["text"].endswith(resumed["text"])
+    assert not resumed["interrupted"]
