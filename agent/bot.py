@@ -40,6 +40,17 @@ class StreamOptions(Strict):
         return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
+class TurnTaking(Strict):
+    """When a caller turn starts and ends, and when the caller may cut the bot off."""
+
+    start_ms: int = Field(default=160, ge=40, le=1000, description="Speech needed to start a turn.")
+    end_silence_ms: int = Field(default=700, ge=300, le=3000, description="Silence that ends a turn.")
+    barge_in_ms: int = Field(default=200, ge=60, le=2000, description="Speech over the bot that cuts it.")
+    speculative_asr: bool = Field(
+        default=True, description="Transcribe at short pauses so the text is ready when the turn ends."
+    )
+
+
 class Phrases(Strict):
     """Fixed lines, synthesized once at start-up so they play without delay."""
 
@@ -216,6 +227,7 @@ class BotConfig(Strict):
     persona: str = Field(default="", description="System prompt for the LLM.")
     stream: StreamOptions = Field(default_factory=StreamOptions)
     phrases: Phrases = Field(default_factory=Phrases)
+    turn_taking: TurnTaking = Field(default_factory=TurnTaking)
     departments: dict[str, Department] = Field(default_factory=dict)
     intents: list[Intent] = Field(default_factory=list)
     tools: list[HttpTool] = Field(default_factory=list)

@@ -39,6 +39,7 @@ from pipelines.playout import Playout
 from pipelines.turns import (
     BargeIn,
     SpeechPaused,
+    TurnConfig,
     TurnDetector,
     TurnDiscarded,
     TurnEnded,
@@ -86,7 +87,11 @@ class CallSession:
         self.recording = CallRecording(self._recording_dir, self.sample_rate)
         self.playout = Playout(self._send_audio_chunk, self.sample_rate)
         self.reframer = Reframer(self.sample_rate)
-        self.turns = TurnDetector(self.sample_rate)
+        tt = bot.turn_taking
+        self.turns = TurnDetector(
+            self.sample_rate,
+            TurnConfig(start_ms=tt.start_ms, end_silence_ms=tt.end_silence_ms, barge_in_ms=tt.barge_in_ms),
+        )
         self.asr = SpeculativeTranscriber(runtime.transcribers[bot_name])
         self._frame_samples = self.reframer.frame_bytes // 2
         # Caller audio is the call's clock: map our monotonic clock onto caller sample positions.
@@ -187,7 +192,8 @@ class CallSession:
 
     def _on_turn_event(self, event: TurnEvent, now: float) -> None:
         if isinstance(event, SpeechPaused):
-            self.asr.speculate(event.audio)
+            if self.bot.turn_taking.speculative_asr:
+                self.asr.speculate(event.audio)
         elif isinstance(event, TurnDiscarded):
             self.asr.cancel()
         elif isinstance(event, BargeIn):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from agent.config import Settings
+from agent.loop_lag import LoopLagMonitor
 from agent.security import StreamTokens, resolve_secret
 from agent.store import Store
 from pipelines.asr import Transcriber, load_whisper
@@ -42,6 +43,7 @@ class Runtime:
     sessions: dict[str, CallSession] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     draining: bool = False
+    loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -81,9 +83,11 @@ class Runtime:
             log.info("no LLM endpoint configured: bots answer from their YAML scripts")
         recordings = settings.path(service.storage.recordings_dir)
         recordings.mkdir(parents=True, exist_ok=True)
-        return cls(
+        runtime = cls(
             settings, store, tokens, webhook_secret, executor, phrases, synths, transcribers, recordings
         )
+        runtime.loop_lag.start()
+        return runtime
 
     async def stop(self, *, deadline_s: float = 10.0) -> None:
         """Let live calls end (up to a deadline), then close them and release everything."""
@@ -94,6 +98,7 @@ class Runtime:
                 await asyncio.wait_for(self._idle.wait(), deadline_s)
         for session in list(self.sessions.values()):
             await session.close("shutdown")
+        await self.loop_lag.stop()
         await self.store.close()
         self.executor.shutdown()
 

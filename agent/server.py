@@ -86,7 +86,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     @app.get("/healthz")
     async def healthz(request: Request) -> dict[str, Any]:
         rt = _rt(request)
-        return {"status": "draining" if rt.draining else "ok", "active_calls": len(rt.sessions)}
+        return {
+            "status": "draining" if rt.draining else "ok",
+            "active_calls": len(rt.sessions),
+            "loop_lag_ms": rt.loop_lag.summary(),
+            "model_queue_depth": rt.executor.queue_depth,
+        }
 
     @app.post("/piopiy/answer")
     async def answer(request: Request) -> JSONResponse:

@@ -160,7 +160,9 @@ def test_dtmf_without_a_live_call_is_stored_not_delivered(service: Service) -> N
 
 
 def test_healthz_and_missing_call(service: Service) -> None:
-    assert httpx.get(service.url + "/healthz").json()["status"] == "ok"
+    health = httpx.get(service.url + "/healthz").json()
+    assert health["status"] == "ok" and set(health["loop_lag_ms"]) == {"p50", "p99", "max"}
+    assert health["model_queue_depth"] >= 0
     with service.client() as http:
         missing = http.get("/api/calls/c_nope")
         assert missing.status_code == 404 and missing.json()["error"] == "no such call"
