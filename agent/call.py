@@ -341,13 +341,14 @@ class CallSession:
         await self.record.action("pcmo", actions, reason)
 
     async def _send_audio_chunk(self, chunk: bytes, start: float) -> None:
-        at_sample = self._caller_sample_at(start)
+        at_sample = self.caller_sample_at(start)
         await self._send(encode_stream_audio(chunk, self.sample_rate))
         if self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
         self.recording.add_bot(chunk, at_sample=at_sample)
 
-    def _caller_sample_at(self, mono: float) -> int:
+    def caller_sample_at(self, mono: float) -> int:
+        """Position on the caller timeline (the recording's clock) of a monotonic time."""
         t, samples = self._clock_mark
         return max(0, samples + int((mono - t) * self.sample_rate))
 

@@ -84,6 +84,8 @@ class SpokenReply:
             fields: dict[str, object] = {"text": self.said, "ended_at": time.time()}
             if self.interrupted:
                 self.heard = self._heard_text(playout.cut())
+                # What `break` cut never reached the caller: keep it out of the recording too.
+                s.recording.cut_bot(s.caller_sample_at(time.monotonic()))
                 fields.update(interrupted=True, heard_text=self.heard)
             s.state = "listening"
             await self.record.update_turn(turn_id, **fields)

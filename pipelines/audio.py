@@ -284,6 +284,15 @@ class CallRecording:
         self._bot_samples = start + len(pcm) // 2
         return start
 
+    def cut_bot(self, at_sample: int) -> None:
+        """Drop bot audio from `at_sample` on: sent to the line but cut by `break`, never heard."""
+        part = self._open_part(self._bot)
+        keep = max(0, min(at_sample, self._bot_samples))
+        part.flush()
+        part.truncate(keep * 2)
+        part.seek(keep * 2)
+        self._bot_samples = keep
+
     def close(self) -> None:
         """Close the raw parts without finalizing (they stay on disk for `recover`)."""
         for part in (self._caller, self._bot):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import math
+import wave
 
+import httpx
 import numpy as np
 
 from agent.testing.simulator import PiopiySimulator
@@ -59,6 +62,14 @@ async def test_talking_over_the_greeting_cuts_it(service: Service) -> None:
     greeting = record["turns"][0]
     assert greeting["interrupted"] and len(greeting["heard_text"]) < len(greeting["text"])
     assert any(e["status"] == "barge_in" for e in record["events"])
+    # The recording's bot channel stops where the caller stopped hearing it, not where sending stopped.
+    async with httpx.AsyncClient(base_url=service.url, headers=service.headers) as http:
+        wav = (await http.get(record["recording"]["url"])).content
+    with wave.open(io.BytesIO(wav)) as w:
+        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    caller_loud = np.flatnonzero(np.abs(frames[:, 0]) > 1000)
+    bot_loud = np.flatnonzero(np.abs(frames[:, 1]) > 1000)
+    assert bot_loud[-1] < caller_loud[0] + 0.5 * 8000
 
 
 async def test_billing_question_is_answered_then_transferred(service: Service) -> None:

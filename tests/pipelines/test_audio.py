@@ -241,3 +241,21 @@ def test_call_recording_finalizes_long_calls_in_chunks(tmp_path: Path) -> None:
     frames, _ = read_stereo(rec.finalize(tmp_path / "long.wav"))
     assert np.array_equal(frames[:, 0], caller)
     assert np.array_equal(frames[:, 1], caller[::-1])
+
+
+def test_cut_bot_drops_unheard_audio_and_later_audio_follows(tmp_path: Path) -> None:
+    from pipelines.audio import CallRecording
+
+    rec = CallRecording(tmp_path / "r", 8000)
+    rec.add_caller(bytes(2 * 8000))
+    rec.add_bot(b"\x10\x00" * 4000, at_sample=1000)
+    rec.cut_bot(2000)  # only 1000 samples were heard
+    assert rec.bot_samples == 2000
+    rec.add_bot(b"\x20\x00" * 10, at_sample=3000)
+    out = rec.finalize(tmp_path / "r.wav")
+    import wave as _wave
+
+    with _wave.open(str(out)) as w:
+        frames = w.readframes(w.getnframes())
+    bot = frames[2::4]  # low byte of each right-channel sample
+    assert set(bot[1000:2000]) == {0x10} and set(bot[2000:3000]) == {0} and set(bot[3000:3010]) == {0x20}
