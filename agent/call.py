@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from agent.bot import BotConfig
+from agent.bus import PublishingTranscriber
 from agent.call_record import CallRecord
 from agent.dialogue.base import CallContext, DialogueAction, TextDelta
 from agent.dialogue.scripted import ScriptedDialogue
@@ -39,6 +40,7 @@ from pipelines.playout import Playout
 from pipelines.turns import (
     BargeIn,
     SpeechPaused,
+    SpeechStarted,
     TurnConfig,
     TurnDetector,
     TurnDiscarded,
@@ -92,7 +94,7 @@ class CallSession:
             self.sample_rate,
             TurnConfig(start_ms=tt.start_ms, end_silence_ms=tt.end_silence_ms, barge_in_ms=tt.barge_in_ms),
         )
-        self.asr = SpeculativeTranscriber(runtime.transcribers[bot_name])
+        self.asr = self._new_asr()
         self._frame_samples = self.reframer.frame_bytes // 2
         # Caller audio is the call's clock: map our monotonic clock onto caller sample positions.
         self._clock_mark = (time.monotonic(), 0)
@@ -107,9 +109,21 @@ class CallSession:
 
     # ----------------------------------------------------------------------------- lifecycle
 
+    def publish(self, kind: str, **data: Any) -> None:
+        """A live event of this call (dashboards, live transcription)."""
+        self.runtime.bus.publish(self.call_id, kind, data)
+
+    def _new_asr(self) -> SpeculativeTranscriber:
+        return SpeculativeTranscriber(
+            PublishingTranscriber(self.runtime.transcribers[self.bot_name], self.publish)
+        )
+
     async def start(self) -> None:
         """The socket is open: mark the call live and greet the caller."""
         self.state = "greeting"
+        self.publish(
+            "call.started", bot=self.bot_name, caller=self.ctx.caller_number, called=self.ctx.called_number
+        )
         await self.record.update(status="active", connected_at=time.time())
         await self.record.event("stream", "connected", {"sample_rate": self.sample_rate})
         self._start_reply(self._speak_fixed(self.bot.greeting))
@@ -146,6 +160,7 @@ class CallSession:
             # PIOPIY's hangup event arrived while we were saving: it says who ended the call.
             await self.record.update(end_reason="caller_hangup")
         self.runtime.unregister(self.call_id)  # no await since the check above: no event slips between
+        self.publish("call.ended", reason=end_reason)
         log.info("call %s ended: %s", self.call_id, end_reason)
 
     # ------------------------------------------------------------------------------- inbound
@@ -191,7 +206,9 @@ class CallSession:
     # --------------------------------------------------------------------------------- turns
 
     def _on_turn_event(self, event: TurnEvent, now: float) -> None:
-        if isinstance(event, SpeechPaused):
+        if isinstance(event, SpeechStarted):
+            self.publish("speech.started", onset_ms=event.onset_ms)
+        elif isinstance(event, SpeechPaused):
             if self.bot.turn_taking.speculative_asr:
                 self.asr.speculate(event.audio)
         elif isinstance(event, TurnDiscarded):
@@ -202,7 +219,7 @@ class CallSession:
         elif isinstance(event, TurnEnded):
             # When the caller actually stopped talking, on our clock.
             speech_end = now - (event.at_ms - event.end_ms) / 1000
-            asr, self.asr = self.asr, SpeculativeTranscriber(self.runtime.transcribers[self.bot_name])
+            asr, self.asr = self.asr, self._new_asr()
             self._spawn(self._caller_turn(event, asr, speech_end))
 
     async def _barge_in(self, event: BargeIn) -> None:
@@ -213,11 +230,9 @@ class CallSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reply
             self._cut_reply = self.current_reply
-        await self.record.event(
-            "turns",
-            "barge_in",
-            {"onset_ms": event.onset_ms, "detected_after_ms": event.at_ms - event.onset_ms},
-        )
+        barge_in = {"onset_ms": event.onset_ms, "detected_after_ms": event.at_ms - event.onset_ms}
+        self.publish("barge_in", **barge_in)
+        await self.record.event("turns", "barge_in", barge_in)
 
     async def _caller_turn(self, event: TurnEnded, asr: SpeculativeTranscriber, speech_end: float) -> None:
         wall_end = time.time() - (time.monotonic() - speech_end)
@@ -246,6 +261,7 @@ class CallSession:
         turn_id = await self.record.turn(
             "caller", text, wall_end - duration, ended_at=wall_end, latency=latency
         )
+        self.publish("turn", role="caller", text=text, latency_ms=latency)
         if self._reply is not None and not self._reply.done():
             self._reply.cancel()  # a whole new turn from the caller supersedes what the bot was saying
         self._start_reply(self._answer(text, speech_end, turn_id, latency))
@@ -338,6 +354,7 @@ class CallSession:
     async def send_pcmo(self, actions: Pcmo, *, reason: dict[str, Any]) -> None:
         """Run PCMO actions mid-call (transfer, music, hangup), recorded with their reason."""
         await self._send(encode_pcmo(actions))
+        self.publish("action", type="pcmo", payload=actions, reason=reason)
         await self.record.action("pcmo", actions, reason)
 
     async def _send_audio_chunk(self, chunk: bytes, start: float) -> None:

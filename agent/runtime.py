@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+from agent.bus import Bus
 from agent.config import Settings
 from agent.loop_lag import LoopLagMonitor
 from agent.security import StreamTokens, resolve_secret
@@ -44,6 +45,7 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     draining: bool = False
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
+    bus: Bus = field(default_factory=Bus)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod

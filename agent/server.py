@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
+from starlette.websockets import WebSocketDisconnect
 
 from agent.config import Settings, normalize_number
 from agent.runtime import Runtime, new_call_id
@@ -82,6 +83,24 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         return JSONResponse({"error": "internal error", "detail": type(exc).__name__}, status_code=500)
 
     app.add_api_websocket_route("/stream", stream_socket)
+
+    @app.websocket("/api/live")
+    async def live(ws: WebSocket) -> None:
+        """Live events of every call, or of one (`?call=ID`), as JSON text frames."""
+        rt: Runtime = ws.app.state.runtime
+        presented = ws.headers.get("x-hotline-secret") or ws.query_params.get("secret")
+        await ws.accept()
+        if not webhook_secret_ok(rt.webhook_secret, presented):
+            await ws.close(1008, "unauthorized")
+            return
+        subscription = rt.bus.subscribe(ws.query_params.get("call"))
+        try:
+            async for event in subscription:
+                await ws.send_json(event.as_json())
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the viewer left
+        finally:
+            subscription.close()
 
     @app.get("/healthz")
     async def healthz(request: Request) -> dict[str, Any]:
