@@ -272,8 +272,11 @@ class BotConfig(Strict):
         return out
 
     def fixed_phrases(self) -> list[str]:
-        """Lines worth synthesizing at start-up: greeting and the fixed phrases."""
-        return [self.greeting, *self.phrases.all()]
+        """Lines worth synthesizing at start-up: greeting, fixed phrases, and script replies with no
+        template variables (they never change, so they play without synthesis delay)."""
+        static = [i.reply for i in self.intents if i.reply and "{" not in i.reply]
+        rules = [a.say for r in self.escalation.rules for a in r.then if a.say and "{" not in a.say]
+        return list(dict.fromkeys([self.greeting, *self.phrases.all(), *static, *rules]))
 
 
 BUILTIN_TOOLS = frozenset({"transfer_to_department", "end_call", "play_hold_music"})

@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from agent.call_record import CallRecord
-from pipelines.tts import SpeechChunk, stream_speech
+from pipelines.tts import stream_speech
 
 if TYPE_CHECKING:
     from agent.call import CallSession
@@ -46,14 +46,23 @@ class SpokenReply:
         await self._play(one())
 
     async def stream(self, text_deltas: AsyncIterator[str]) -> None:
-        """A reply still being written: clauses are synthesized and played as they close."""
+        """A reply still being written: clauses are synthesized and played as they close.
+
+        A first piece of text that is a cached phrase (a fixed script reply) plays at once.
+        """
         s = self.session
-        speech = cast(
-            "AsyncGenerator[SpeechChunk]",  # an async generator, annotated as an iterator upstream
-            stream_speech(text_deltas, s.runtime.synths[s.bot_name], s.runtime.executor, s.sample_rate),
-        )
 
         async def chunks() -> AsyncGenerator[tuple[str, bytes, float]]:
+            first = await anext(text_deltas, None)
+            if first is None:
+                return
+            cached = s.runtime.phrases[s.bot_name].get(first)
+            if cached is not None:
+                yield first, cached, 0.0
+                rest = text_deltas
+            else:
+                rest = _prepend(first, text_deltas)
+            speech = stream_speech(rest, s.runtime.synths[s.bot_name], s.runtime.executor, s.sample_rate)
             async with contextlib.aclosing(speech) as clauses:
                 async for chunk in clauses:
                     yield chunk.text, chunk.pcm, chunk.synth_ms
@@ -115,3 +124,9 @@ class SpokenReply:
             words.extend(cut[: int(len(cut) * share)])
             break
         return " ".join(words)
+
+
+async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncGenerator[str]:
+    yield first
+    async for item in rest:
+        yield item

@@ -1,8 +1,7 @@
 """Reply text as a person would say it on the phone (English): numbers, money, dates, times, codes.
 
-Replies are templated with tool results, so they hold raw numbers. `normalize_for_speech` turns them
-into words before synthesis, leaves ordinary words alone, and normalizing twice changes nothing.
-Conventions:
+Replies are templated with tool results, so they hold raw numbers. `normalize_for_speech` says them in
+words, leaves ordinary words alone, and normalizing twice changes nothing. Conventions:
 - Money: "₹1,250.50" / "Rs. 1250.50" / "INR 1250.50" → "one thousand two hundred fifty rupees and fifty
   paise"; "$12.99" → "twelve dollars and ninety-nine cents"; € and £ too. Scale up to billions, no "and".
 - Numbers with commas or up to 6 digits are cardinals; bare runs of 7+ digits are phone numbers or
@@ -52,8 +51,7 @@ def cardinal(n: int) -> str:
     if n < 20:
         return _ONES[n]
     if n < 100:
-        tens, ones = divmod(n, 10)
-        return _TENS[tens] + (f"-{_ONES[ones]}" if ones else "")
+        return _TENS[n // 10] + (f"-{_ONES[n % 10]}" if n % 10 else "")
     value, name = next(scale for scale in _SCALES if n >= scale[0])
     high, rest = divmod(n, value)
     return f"{cardinal(high)} {name}" + (f" {cardinal(rest)}" if rest else "")
@@ -64,9 +62,7 @@ def ordinal(n: int) -> str:
     words = cardinal(n)
     cut = max(words.rfind(" "), words.rfind("-")) + 1
     head, last = words[:cut], words[cut:]
-    if last in _ORDINALS:
-        return head + _ORDINALS[last]
-    return head + (last[:-1] + "ieth" if last.endswith("y") else last + "th")
+    return head + _ORDINALS.get(last, last[:-1] + "ieth" if last.endswith("y") else last + "th")
 
 
 def year(n: int) -> str:
@@ -84,8 +80,7 @@ def _group_sizes(n: int) -> list[int]:
         return [n]
     if n % 4 == 0 and n % 3:
         return [4] * (n // 4)
-    sizes = [3] * (n // 3 - (n % 3 == 1)) + [[], [4], [2]][n % 3]
-    return sizes
+    return [3] * (n // 3 - (n % 3 == 1)) + [[], [4], [2]][n % 3]
 
 
 def digits(s: str) -> str:
@@ -228,7 +223,8 @@ def _time_24(m: _Match, options: SpeechOptions) -> str:
         return f"{cardinal(hour)} hundred" if minute == 0 else _clock(hour, minute)
     if hour == 0 and minute == 0:
         return "twelve midnight"
-    return _clock(hour % 12 or 12, minute, "p.m." if hour >= 12 else "a.m.")
+    said = _clock(hour % 12 or 12, minute, "p.m." if hour >= 12 else "a.m.")
+    return said[:-1] if m.string.startswith(".", m.end()) else said  # one dot for "p.m." and the stop
 
 
 def _phone(m: _Match, _: SpeechOptions) -> str:
@@ -257,10 +253,9 @@ def _keyed_code(m: _Match, _: SpeechOptions) -> str:
     return " ".join(part for part in (said, label, (m["verb"] or "").strip(), spell(code)) if part)
 
 
-def _capital_code(m: _Match, _: SpeechOptions) -> str:
-    if any(len(run) > 4 for run in re.findall(r"[A-Z]+", m[0])):  # a word with a number: "COVID-19"
-        return m[0]
-    return spell(m[0])
+def _range(m: _Match, _: SpeechOptions) -> str:
+    between = re.search(r"between \S+$", m.string[: m.start()]) is not None  # "between 2 and 3"
+    return f"{m['suf'] or ''} {'and' if between else 'to'} "
 
 
 def _signed(m: _Match, _: SpeechOptions) -> str:
@@ -283,26 +278,18 @@ _UNITS = {"min": "minute", "hr": "hour", "sec": "second", "km": "kilometer", "kg
 _UNITS |= {"gb": "gigabyte", "mb": "megabyte", "tb": "terabyte", "ml": "milliliter", "cm": "centimeter"}
 
 
-def _unit(m: _Match, _: SpeechOptions) -> str:
-    return f"{m['n']} {_UNITS[m['u'].lower()]}{'' if m['n'] == '1' else 's'}{_stop_after(m)}"
-
-
 _ABBREVIATIONS = {"e.g.": "for example", "i.e.": "that is", "approx.": "approximately", "vs.": "versus"}
 _ABBREVIATIONS |= {"mr.": "Mister", "mrs.": "Missus", "ms.": "Miz", "prof.": "Professor", "etc.": "et cetera"}
 _ABBREVIATIONS |= {"rd.": "Road", "ave.": "Avenue", "ltd.": "Limited", "pvt.": "Private", "apt.": "Apartment"}
-_ABBREVIATIONS |= {"dept.": "Department", "govt.": "Government"}
+_ABBREVIATIONS |= {"dept.": "Department", "govt.": "Government", "dr.": "Drive", "st.": "Street"}
 _SENTENCE_FINAL = ("etc.", "rd.", "ave.", "ltd.", "dr.", "st.")
 
 
 def _abbreviation(m: _Match, _: SpeechOptions) -> str:
     word = m[0].lower()
-    if word in ("dr.", "st."):  # before a name: Doctor / Saint; otherwise an address: Drive / Street
-        if re.match(r"\s+[A-Z]", m.string[m.end() :]):
-            return "Doctor" if word == "dr." else "Saint"
-        said = "Drive" if word == "dr." else "Street"
-    else:
-        said = _ABBREVIATIONS[word]
-    return said + _stop_after(m) if word in _SENTENCE_FINAL else said
+    if word in ("dr.", "st.") and re.match(r"\s+[A-Z]", m.string[m.end() :]):  # before a name
+        return "Doctor" if word == "dr." else "Saint"
+    return _ABBREVIATIONS[word] + (_stop_after(m) if word in _SENTENCE_FINAL else "")
 
 
 def _email(m: _Match, _: SpeechOptions) -> str:
@@ -313,10 +300,10 @@ def _email(m: _Match, _: SpeechOptions) -> str:
 
 
 _CODE = r"(?=[A-Za-z0-9-]*\d)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?![\w-]|[.,]\d)"
-_CODE_KEYS = (
-    r"order|reference|ref|ticket|account|acct|a/c|booking|invoice|tracking|case|complaint|pnr|policy"
-    r"|transaction|txn|awb|consignment|otp|pin|pincode|zip|serial|member|customer|registration"
-    r"|confirmation|ID"
+_CODE_KEYS = "|".join(
+    "order reference ref ticket account acct a/c booking invoice tracking case complaint pnr policy"
+    " transaction txn awb consignment otp pin pincode zip serial member customer registration"
+    " confirmation ID".split()
 )
 _FRACTIONS = {"1/2": "one half", "1/3": "one third", "2/3": "two thirds", "1/4": "one quarter"}
 _FRACTIONS |= {"3/4": "three quarters"}
@@ -324,10 +311,12 @@ _DAYS = {d[:3].lower(): d for d in "Monday Tuesday Wednesday Thursday Friday Sat
 _DAY = r"(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?"
 _GROUP = r"[ -]?\(?\d{2,5}\)?"
 _SUFFIX = r"(?:st|nd|rd|th)"
+_SPACES = r"[ \t]+(?=[,.;:!?])|(?<=[ \t])[ \t]+"  # before punctuation, or doubled
 _Say = Callable[[_Match, SpeechOptions], str]
 
 # Order matters: each rule turns what it matches into words, so later rules never see it again.
 _RULE_SOURCES: list[tuple[str, _Say]] = [
+    (_SPACES, lambda m, o: ""),
     (r"[*`]", lambda m, o: ""),  # markdown emphasis an LLM may emit
     (r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+", _email),
     (
@@ -359,7 +348,10 @@ _RULE_SOURCES: list[tuple[str, _Say]] = [
         _keyed_code,
     ),
     (rf"(?i)(?:#|\bNo\.)\s?(?P<code>{_CODE})", lambda m, o: f"number {spell(m['code'])}"),
-    (r"(?<![\w-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9][A-Z0-9-]{2,}[A-Z0-9](?![\w-])", _capital_code),
+    (  # a capitalized code, unless it is a word with a number ("COVID-19")
+        r"(?<![\w-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9][A-Z0-9-]{2,}[A-Z0-9](?![\w-])",
+        lambda m, o: m[0] if re.search("[A-Z]{5}", m[0]) else spell(m[0]),
+    ),
     (r"(?<![\w.,])\d{7,}(?![\w,]|\.\d)", lambda m, o: digits(m[0])),
     (r"\b24\s?[/x]\s?7\b", lambda m, o: "twenty-four seven"),
     (r"(?<![\d/.])[1-3]/[2-4](?![\d/])", lambda m, o: _FRACTIONS.get(m[0], m[0])),
@@ -367,15 +359,15 @@ _RULE_SOURCES: list[tuple[str, _Say]] = [
         rf"(?i)\b{_DAY}(?:\s?[-–]\s?{_DAY})+\b",
         lambda m, o: " to ".join(_DAYS[d[:3].lower()] for d in re.findall(_DAY, m[0], re.I)),
     ),
-    (
-        r"(?i)(?<=\d)(?P<suf>\s?(?:[ap]\.?\s?m\b\.?|%))?\s?[-–]\s?(?=[₹$€£]?\d)",
-        lambda m, o: f"{m['suf'] or ''} to ",
-    ),
+    (r"(?i)(?<=\d)(?P<suf>\s?(?:[ap]\.?\s?m\b\.?|%))?\s?[-–]\s?(?=[₹$€£]?\d)", _range),
     (r"(?i)(?<![\d:.])(?P<h>\d{1,2})(?:[:.](?P<min>\d{2}))?\s?(?P<ap>[ap])\.?\s?m\b\.?", _time_with_suffix),
     (r"(?<![\d:.])(?P<h>[01]?\d|2[0-3]):(?P<min>[0-5]\d)(?![\d:])", _time_24),
     (rf"(?<![\w.,])(?P<neg>-)?(?P<n>{_NUM})\s?%", lambda m, o: f"{_signed(m, o)} percent"),
     (rf"(?i)(?<![\w.,])(?P<n>\d+){_SUFFIX}\b", lambda m, o: ordinal(int(m["n"]))),
-    (rf"(?i)(?<![\w.,])(?P<n>{_NUM})\s?(?P<u>min|hr|sec|km|kg|gb|mb|tb|ml|cm)s?\b\.?", _unit),
+    (
+        rf"(?i)(?<![\w.,])(?P<n>{_NUM})\s?(?P<u>min|hr|sec|km|kg|gb|mb|tb|ml|cm)s?\b\.?",
+        lambda m, o: f"{m['n']} {_UNITS[m['u'].lower()]}{'' if m['n'] == '1' else 's'}{_stop_after(m)}",
+    ),
     (
         r"\b(?:in|since|year|until|till|by|from|before|after)\s(?P<y>1[5-9]\d\d|20\d\d)\b(?![.,]\d)",
         lambda m, o: m[0][: -len(m["y"])] + year(int(m["y"])),
@@ -385,10 +377,11 @@ _RULE_SOURCES: list[tuple[str, _Say]] = [
     (r"(?<=\d)\+", lambda m, o: " plus"),
     (rf"(?<![\w.,])(?P<neg>[-−])?(?P<n>{_NUM}(?:\.\d+)*){_NUM_END}(?![A-Za-z])", _signed),
     (r"\d+", _glued),
-    (r"(?<![\w.])(?:Mr|Mrs|Ms|Dr|St|Prof|Rd|Ave|Ltd|Pvt|Dept|Govt|Apt)\.(?=\s|[,;:)]|$)", _abbreviation),
-    (r"(?i)(?<![\w.])(?:e\.g\.|i\.e\.|(?:approx|vs|etc)\.)(?=\s|[,;:)]|$)", _abbreviation),
     (r"\s?&\s?", lambda m, o: " and "),
     (r"\s?@\s?", lambda m, o: " at "),
+    (_SPACES, lambda m, o: ""),  # again: rules above leave spaces
+    (r"(?<![\w.])(?:Mr|Mrs|Ms|Dr|St|Prof|Rd|Ave|Ltd|Pvt|Dept|Govt|Apt)\.(?=\s|[,;:)]|$)", _abbreviation),
+    (r"(?i)(?<![\w.])(?:e\.g\.|i\.e\.|(?:approx|vs|etc)\.)(?=\s|[,;:)]|$)", _abbreviation),
     (r"(?m)^[ \t]*(?:[-*•][ \t]+)+", lambda m, o: ""),  # markdown bullets
 ]
 _RULES = [(re.compile(source), say) for source, say in _RULE_SOURCES]
@@ -403,5 +396,4 @@ def normalize_for_speech(text: str, options: SpeechOptions | None = None) -> str
     opts = options or SpeechOptions()
     for pattern, say in _RULES:
         text = pattern.sub(lambda m: say(m, opts), text)  # noqa: B023 (used before the loop moves on)
-    text = re.sub(r"[ \t]+", " ", text)
-    return re.sub(r" (?=[,.;:!?])", "", text).strip()
+    return text.strip()
