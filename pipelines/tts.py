@@ -280,6 +280,7 @@ class SpeechChunk:
     pcm: bytes
     """int16 mono at `sample_rate`."""
     sample_rate: int
+    """The call rate asked for."""
     synth_ms: float
     """Synthesis plus resampling time on the executor, without time spent queued for a worker."""
 
