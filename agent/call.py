@@ -82,6 +82,7 @@ class CallSession:
         self.socket_open = True
         self.state = "connecting"
         self.hangup_seen = False
+        self.handed_off = False  # bridged to a human: keep transcribing, never answer again
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reply: asyncio.Task[None] | None = None
@@ -252,6 +253,12 @@ class CallSession:
             if remainder:
                 self._start_reply(self._say(remainder))
             return
+        if self.handed_off:  # monitor mode: the human answers; the record and live view keep the words
+            await self.record.turn(
+                "caller", text, wall_end - (event.end_ms - event.start_ms) / 1000, ended_at=wall_end
+            )
+            self.publish("turn", role="caller", text=text, monitor=True)
+            return
         latency = {
             "endpoint_ms": event.at_ms - event.end_ms,
             "asr_ms": round(transcript.asr_ms),
@@ -335,7 +342,7 @@ class CallSession:
                     from_number, dept.numbers, timeout=dept.timeout, loop=dept.loop, ring_type=dept.ring_type
                 )
             ]
-            self.state = "handed_off"
+            self.state, self.handed_off = "handed_off", True
             await self.send_pcmo(pcmo, reason={**action.reason, "department": action.department})
         elif action.kind == "hangup":
             await self.send_pcmo([hangup_action()], reason=action.reason)

@@ -80,6 +80,9 @@ async def test_billing_question_is_answered_then_transferred(service: Service) -
         await call.wait_until_bot_silent(quiet_s=0.8, timeout=20)
         await call.say_pcm(caller_says("I was charged twice for the same payment."), 8000)
         frame = await call.wait_for_control(lambda c: getattr(c, "actions", None) is not None, timeout=20)
+        # Now a human has the call: what the caller says is transcribed, never answered by the bot.
+        await call.say_pcm(caller_says("Hello, is this the billing team?"), 8000)
+        await call.silence(2.5)
         call_id = call_id_of(call.pcmo)
     (bridge,) = frame.actions
     assert bridge["action"] == "bridge" and bridge["ring_type"] == "group"
@@ -87,6 +90,8 @@ async def test_billing_question_is_answered_then_transferred(service: Service) -
     record = await final_record(service, call_id)
     (action,) = [a for a in record["actions"] if a["type"] == "pcmo"]
     assert action["reason"]["intent"] == "billing_question" and action["reason"]["department"] == "billing"
+    assert [t["role"] for t in record["turns"]] == ["bot", "caller", "bot", "caller"]
+    assert "billing" in record["turns"][-1]["text"].lower()
 
 
 async def test_line_noise_produces_no_turn(service: Service) -> None:
