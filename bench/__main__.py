@@ -1,37 +1,73 @@
-"""Run every benchmark and write its results to bench/results/<name>.json."""
+"""Run the benchmarks and write their results to bench/results/<name>.json (and <name>.png if charted).
+
+python -m bench                     every benchmark, full size
+python -m bench pipeline --quick    one benchmark, reduced (results in <name>-quick.json/.png)
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from bench import foundation
+from bench import foundation, pipeline
 
 RESULTS = Path(__file__).parent / "results"
 
+BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "foundation": lambda quick: foundation.run(),  # already small: no quick version
+    "pipeline": lambda quick: pipeline.run(quick=quick),
+}
+CHARTS: dict[str, Callable[[dict[str, Any], Path], Path]] = {"pipeline": pipeline.write_chart}
+SUMMARIES: dict[str, Callable[[dict[str, Any]], list[str]]] = {"pipeline": pipeline.summary}
 
-def main() -> int:
-    """Run the benchmarks; print a summary line per figure."""
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks named (all by default); print a summary of each."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a reduced run (about two minutes each)")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"no benchmark named {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     RESULTS.mkdir(exist_ok=True)
-    for module in (foundation,):
-        name = module.__name__.rsplit(".", 1)[-1]
+    for name in args.names or list(BENCHMARKS):
         started = time.time()
-        figures = module.run()
+        load_before = os.getloadavg()
+        figures = BENCHMARKS[name](args.quick)
         figures["_meta"] = {
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 1),
             "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "load_average_1_5_15_before_after": [
+                [round(v, 2) for v in load_before],
+                [round(v, 2) for v in os.getloadavg()],
+            ],
+            "quick": args.quick,
         }
-        path = RESULTS / f"{name}.json"
+        stem = f"{name}-quick" if args.quick and name != "foundation" else name
+        path = RESULTS / f"{stem}.json"
         path.write_text(json.dumps(figures, indent=2) + "\n")
-        print(f"{name}: wrote {path}")
-        for key, value in figures.items():
-            if not key.startswith("_"):
-                print(f"  {key}: {value}")
+        print(f"{name}: wrote {path} in {figures['_meta']['seconds']} s")
+        if name in CHARTS:
+            print(f"{name}: wrote {CHARTS[name](figures, path.with_suffix('.png'))}")
+        if name in SUMMARIES:
+            for line in SUMMARIES[name](figures):
+                print(f"  {line}")
+        else:
+            for key, value in figures.items():
+                if not key.startswith("_"):
+                    print(f"  {key}: {value}")
     return 0
 
 
