@@ -12,6 +12,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pipelines.speech_text import cardinal
+
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*\s][^*]*\*|[♪♫][^♪♫]*[♪♫]|[♪♫]")
 _SPACES = re.compile(r"\s+")
 
@@ -21,12 +23,7 @@ def strip_annotations(text: str) -> str:
     return _SPACES.sub(" ", _ANNOTATION.sub(" ", text)).strip()
 
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen"
-).split()
-_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (10**3, "thousand"))
+_DIGITS = "zero one two three four five six seven eight nine".split()
 _ORDINAL_WORDS = {
     "one": "first",
     "two": "second",
@@ -39,24 +36,16 @@ _ORDINAL_WORDS = {
 
 
 def number_words(n: int) -> str:
-    """A non-negative integer in cardinal words: 21 → "twenty one", 1500 → "one thousand five hundred"."""
+    """A non-negative integer in cardinal words: 21 → "twenty one", 1500 → "one thousand five hundred".
+
+    The same words the bot speaks (`speech_text.cardinal`), without hyphens, so a number the bot says
+    and one the caller says compare equal.
+    """
     if n < 0:
         raise ValueError(f"number_words takes a non-negative integer, got {n}")
-    if n >= 10**15:
+    if n >= 10**12:
         return _digit_words(str(n))  # nobody says that as one number
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        tens, rest = divmod(n, 10)
-        return _TENS[tens] + (f" {_ONES[rest]}" if rest else "")
-    if n < 1000:
-        hundreds, rest = divmod(n, 100)
-        return f"{_ONES[hundreds]} hundred" + (f" {number_words(rest)}" if rest else "")
-    for value, name in _SCALES:
-        if n >= value:
-            high, rest = divmod(n, value)
-            return f"{number_words(high)} {name}" + (f" {number_words(rest)}" if rest else "")
-    raise AssertionError("unreachable")
+    return cardinal(n).replace("-", " ")
 
 
 def _ordinal(words: str) -> str:
@@ -71,7 +60,7 @@ def _ordinal(words: str) -> str:
 
 
 def _digit_words(digits: str) -> str:
-    return " ".join(_ONES[int(d)] for d in digits if d.isdigit())
+    return " ".join(_DIGITS[int(d)] for d in digits if d.isdigit())
 
 
 def _integer_words(digits: str) -> str:
