@@ -20,9 +20,9 @@ from bench import foundation, pipeline
 
 RESULTS = Path(__file__).parent / "results"
 
-BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
-    "foundation": lambda quick: foundation.run(),  # already small: no quick version
-    "pipeline": lambda quick: pipeline.run(quick=quick),
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "foundation": lambda args: foundation.run(),  # already small: no quick version
+    "pipeline": lambda args: pipeline.run(quick=args.quick, deep=args.deep),
 }
 CHARTS: dict[str, Callable[[dict[str, Any], Path], Path]] = {"pipeline": pipeline.write_chart}
 SUMMARIES: dict[str, Callable[[dict[str, Any]], list[str]]] = {"pipeline": pipeline.summary}
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         "names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all)"
     )
     parser.add_argument("--quick", action="store_true", help="a reduced run (about two minutes each)")
+    parser.add_argument(
+        "--deep", action="store_true", help="pipeline: also transcribe every Asterisk prompt offline (+5 min)"
+    )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names or list(BENCHMARKS):
         started = time.time()
         load_before = os.getloadavg()
-        figures = BENCHMARKS[name](args.quick)
+        figures = BENCHMARKS[name](args)
         figures["_meta"] = {
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": round(time.time() - started, 1),
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 [round(v, 2) for v in load_before],
                 [round(v, 2) for v in os.getloadavg()],
             ],
-            "quick": args.quick,
+            "size": "quick" if args.quick else "deep" if args.deep else "full",
         }
         stem = f"{name}-quick" if args.quick and name != "foundation" else name
         path = RESULTS / f"{stem}.json"

@@ -25,7 +25,7 @@ import math
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +51,14 @@ from bench.pipeline_service import (
     WEBHOOK_SECRET,
     BenchBot,
     ServiceProcess,
+    shipped_turn_taking,
     silence_bot,
     write_config,
 )
 from bench.pipeline_stats import latency_stats
 from bench.pipeline_summary import summary, write_chart
 
-__all__ = ["FULL", "QUICK", "LiveAsr", "Plan", "compile_figures", "run", "summary", "write_chart"]
-
-SHIPPED_END_SILENCE_MS = 700  # support_desk has no turn_taking key: the default in agent/bot.py
+__all__ = ["DEEP", "FULL", "QUICK", "LiveAsr", "Plan", "compile_figures", "run", "summary", "write_chart"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Plan:
     calls_per_arm: int  # ours and the baseline
     latency_questions: int  # per call of the latency phase
     tuning_calls: int  # per end-of-turn silence value
-    tuning_values: tuple[int, ...]
+    tuning_values: tuple[int, ...]  # the shipped value among them is support_desk itself ("ours")
     in_flight: int  # scripted calls open at once in the latency phase (one turn at a time on the floor)
     asr_prompts: int
     asr_calls: int
@@ -89,19 +88,20 @@ FULL = Plan(
     calls_per_arm=10,
     latency_questions=3,
     tuning_calls=2,
-    tuning_values=(400, 500, 600, 800),
+    tuning_values=(400, 500, 600, 700, 800),
     in_flight=4,
     asr_prompts=120,
     asr_calls=4,
     split_prompts=0,
     split_grid=(300, 400, 450, 500, 600, 700, 800, 1000),
-    levels=(1, 2, 4, 8, 12, 16, 20),
+    levels=(1, 2, 4, 8, 12, 16),
     level_questions=3,
     min_level_turns=6,
     stagger_s=7.0,
     own_load_service=True,
-    offline_corpus=True,
+    offline_corpus=False,
 )
+DEEP = replace(FULL, offline_corpus=True)  # + every prompt transcribed offline twice: about 5 more minutes
 QUICK = Plan(
     calls_per_arm=2,
     latency_questions=2,
@@ -136,9 +136,10 @@ class PhaseTimer:
             self.seconds[name] = round(time.perf_counter() - started, 1)
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, deep: bool = False) -> dict[str, Any]:
     """Run every phase and return the figures (see the module docstring)."""
-    plan = QUICK if quick else FULL
+    plan = QUICK if quick else DEEP if deep else FULL
+    shipped_ms = shipped_turn_taking().end_silence_ms
     phase = PhaseTimer()
     with phase("false_splits_offline"):
         prompts = load_prompts()
@@ -150,13 +151,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         root = Path(tmp)
         with phase("asr_offline"):
             corpus = list(prompts) if plan.offline_corpus else asr_set
-            offline = asyncio.run(offline_transcripts(corpus, root / "models", SHIPPED_END_SILENCE_MS))
-        tuning_bots = [silence_bot(v) for v in plan.tuning_values]
+            offline = asyncio.run(offline_transcripts(corpus, root / "models", shipped_ms))
+        tuning_bots = [silence_bot(v) for v in plan.tuning_values if v != shipped_ms]
         bench_config = write_config(root / "bench", [BASELINE, ASR_PROBE, *tuning_bots])
         load: dict[str, Any]
         if plan.own_load_service:
-            shipped = write_config(root / "shipped", [])
-            with phase("concurrency_and_memory"), ServiceProcess(shipped, root / "shipped.log") as svc:
+            shipped_config = write_config(root / "shipped", [])
+            with phase("concurrency_and_memory"), ServiceProcess(shipped_config, root / "shipped.log") as svc:
                 load = asyncio.run(_load_phase(svc, plan))
         with ServiceProcess(bench_config, root / "bench.log") as svc:
             if not plan.own_load_service:
@@ -165,9 +166,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             with phase("latency_and_tuning"):
                 latency, machine = asyncio.run(_latency_phase(svc, plan, tuning_bots))
             with phase("asr_in_pipeline"):
-                live = asyncio.run(_asr_phase(svc, asr_set, plan.asr_calls))
+                live = asyncio.run(_asr_phase(svc, asr_set, plan.asr_calls, shipped_ms))
     figures = compile_figures(plan, latency, machine, splits, asr_set, live, offline.select(asr_set), load)
-    figures["asr_accuracy"]["turn_cut_offline_all_prompts"] = turn_cut_report(corpus, offline)
+    if plan.offline_corpus:
+        figures["asr_accuracy"]["turn_cut_offline_all_prompts"] = turn_cut_report(corpus, offline)
     figures["_phases_s"] = phase.seconds
     return figures
 
@@ -227,9 +229,9 @@ class LiveAsr:
     timed_out: list[str]
 
 
-async def _asr_phase(svc: ServiceProcess, prompts: list[Prompt], calls: int) -> LiveAsr:
+async def _asr_phase(svc: ServiceProcess, prompts: list[Prompt], calls: int, end_silence_ms: int) -> LiveAsr:
     sim = PiopiySimulator(svc.url, webhook_secret=WEBHOOK_SECRET, speed=math.inf)
-    expected = {p.name: count_turns(p.pcm, SHIPPED_END_SILENCE_MS)[0] for p in prompts}
+    expected = {p.name: count_turns(p.pcm, end_silence_ms)[0] for p in prompts}
     async with svc.client() as api:
         parts = await asyncio.gather(
             *(
@@ -257,6 +259,7 @@ def compile_figures(
     load: dict[str, Any],
 ) -> dict[str, Any]:
     """The results document from what each phase gathered."""
+    shipped = shipped_turn_taking()
     arms = {arm: [t for c in convs for t in c.turns()] for arm, convs in latency.items()}
     errors = [c.error for convs in latency.values() for c in convs if c.error]
     ours, base = latency_stats(arms["ours"]), latency_stats(arms["segmented_baseline"])
@@ -267,8 +270,9 @@ def compile_figures(
         for q in ("p50", "p95")
     }
     by_silence: dict[str, Any] = {}
-    for value in sorted({*plan.tuning_values, SHIPPED_END_SILENCE_MS}):
-        arm = "ours" if value == SHIPPED_END_SILENCE_MS else silence_bot(value).name
+    tested = sorted({*plan.tuning_values, shipped.end_silence_ms})
+    for value in tested:
+        arm = "ours" if value == shipped.end_silence_ms else silence_bot(value).name
         stats = latency_stats(arms[arm])
         by_silence[str(value)] = {
             "response_ms": stats["response_ms"],
@@ -281,7 +285,7 @@ def compile_figures(
                 else None
             ),
         }
-    recommended = recommend(splits, sorted({*plan.tuning_values, SHIPPED_END_SILENCE_MS}))
+    recommended = recommend(splits, tested)
     texts = [" ".join(t for t in live.texts.get(p.name, []) if t) for p in asr_set]
     counts = {p.name: len(live.texts.get(p.name, [])) for p in asr_set}
     expected = live.expected
@@ -293,7 +297,7 @@ def compile_figures(
             "end of caller audio -> first streamAudio received by the simulator",
             "ours": {
                 "bot": "support_desk",
-                "turn_taking": {"end_silence_ms": 700, "speculative_asr": True},
+                "turn_taking": shipped.model_dump(),
                 **ours,
             },
             "segmented_baseline": {
@@ -311,7 +315,8 @@ def compile_figures(
             "response_by_end_silence_ms": by_silence,
             "false_splits_offline": splits,
             "split_corpus": "Asterisk prompts with inner punctuation in their transcript: pauses",
-            "live_check_at_700": {
+            "live_check_at_shipped": {
+                "end_silence_ms": shipped.end_silence_ms,
                 "prompts": len(asr_set),
                 "turn_count_agrees_with_detector": sum(counts[n] == expected[n] for n in counts),
                 "multi_clause_prompts": len(multi),

@@ -23,6 +23,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from agent.bot import BotConfig, TurnTaking
 from agent.config import normalize_number
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,13 @@ class BenchBot:
 
 BASELINE = BenchBot("segmented_baseline", "918040009800", {"end_silence_ms": 800, "speculative_asr": False})
 ASR_PROBE = BenchBot("asr_probe", "918040009900", {}, probe=True)
+
+
+def shipped_turn_taking() -> TurnTaking:
+    """support_desk's turn-taking as shipped (its YAML, or the defaults in agent/bot.py)."""
+    return BotConfig.model_validate(
+        yaml.safe_load((REPO / "prompts" / "support_desk.yaml").read_text())
+    ).turn_taking
 
 
 def silence_bot(end_silence_ms: int) -> BenchBot:
@@ -85,7 +93,7 @@ def _bot_yaml(source: dict[str, Any], bot: BenchBot) -> dict[str, Any]:
         return {**source, "turn_taking": dict(bot.turn_taking)}
     # Everything that could end or redirect the call (intents, transfers, rules) is left out, and the
     # reply is short, so prompt after prompt can be spoken into one call.
-    keep = ("name", "language", "voice", "asr_model", "stream")
+    keep = ("name", "language", "voice", "asr_model", "stream", "turn_taking")
     probe = {key: source[key] for key in keep if key in source}
     probe["greeting"] = "Hello."
     probe["phrases"] = {"rephrase": "Pardon?"}

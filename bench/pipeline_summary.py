@@ -157,7 +157,8 @@ def write_chart(f: dict[str, Any], path: Path) -> Path:
             c.rect(x, p.y(v), x + 60, p.bottom, color)
             c.text(x + 30, p.y(v) - 18, f"{v:.0f}", anchor="center")
     p.labels(["p50", "p95"])
-    p.legend([("ours: 700 ms + speculative asr", BLUE), ("segmented: 800 ms, then asr", ORANGE)])
+    ours_ms = ours["turn_taking"]["end_silence_ms"]
+    p.legend([(f"ours: {ours_ms} ms + speculative asr", BLUE), ("segmented: 800 ms, then asr", ORANGE)])
 
     parts = (("endpoint_ms", GREY, "endpoint"), ("asr_wait_ms", ORANGE, "asr wait"),
              ("tts_first_audio_ms", GREEN, "tts first audio"))  # fmt: skip
