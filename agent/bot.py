@@ -9,7 +9,11 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipelines.turns import TurnConfig
 
 NAME = r"^[a-z][a-z0-9_]*$"
 
@@ -55,6 +59,33 @@ class TurnTaking(Strict):
     speculative_asr: bool = Field(
         default=True, description="Transcribe at short pauses so the text is ready when the turn ends."
     )
+    pause_ms: int = Field(
+        default=160, ge=60, le=1000, description="A pause this long starts a speculative transcription."
+    )
+    semantic_endpoint: bool = Field(
+        default=True,
+        description="End the turn at a pause as soon as its speculative text reads as a whole sentence, "
+        "instead of waiting for end_silence_ms. If the caller goes on within end_silence_ms, the bot "
+        "stops and both parts make one turn.",
+    )
+
+    @model_validator(mode="after")
+    def _pause_before_end(self) -> TurnTaking:
+        if self.pause_ms >= self.end_silence_ms:
+            raise ValueError(
+                f"pause_ms ({self.pause_ms}) must be shorter than end_silence_ms ({self.end_silence_ms})"
+            )
+        return self
+
+    def turn_config(self) -> TurnConfig:
+        """The pipeline's turn detector settings for these timings."""
+        return TurnConfig(
+            start_ms=self.start_ms,
+            end_silence_ms=self.end_silence_ms,
+            barge_in_ms=self.barge_in_ms,
+            pause_ms=self.pause_ms,
+            tail_ms=min(TurnConfig.tail_ms, self.pause_ms),
+        )
 
 
 class Phrases(Strict):
@@ -172,6 +203,10 @@ class HttpTool(Strict):
     def _schema(cls, value: dict[str, Any]) -> dict[str, Any]:
         if value.get("type") != "object":
             raise ValueError("parameters must be a JSON schema with type: object")
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as exc:
+            raise ValueError(f"parameters is not a valid JSON schema: {exc.message}") from None
         return value
 
 

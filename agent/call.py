@@ -13,6 +13,7 @@ import logging
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from agent.bot import BotConfig
@@ -34,24 +35,33 @@ from agent.telephony.piopiy import (
     hangup_action,
 )
 from agent.telephony.piopiy_webhooks import CallEvent
-from pipelines.asr import SpeculativeTranscriber
+from pipelines.asr import SpeculativeTranscriber, Transcript
 from pipelines.audio import CallRecording, Reframer
 from pipelines.playout import Playout
 from pipelines.turns import (
     BargeIn,
     SpeechPaused,
     SpeechStarted,
-    TurnConfig,
     TurnDetector,
     TurnDiscarded,
     TurnEnded,
     TurnEvent,
-    is_backchannel,
 )
+from pipelines.utterance import is_backchannel, looks_complete
 
 log = logging.getLogger(__name__)
 
 SendText = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class EarlyTurn:
+    """A caller turn ended early (semantic endpointing) and being answered: it may yet go on."""
+
+    end_ms: int
+    text: str
+    turn_id: int | None
+    reply: asyncio.Task[None]
 
 
 class CallSession:
@@ -90,11 +100,7 @@ class CallSession:
         self.recording = CallRecording(self._recording_dir, self.sample_rate)
         self.playout = Playout(self._send_audio_chunk, self.sample_rate)
         self.reframer = Reframer(self.sample_rate)
-        tt = bot.turn_taking
-        self.turns = TurnDetector(
-            self.sample_rate,
-            TurnConfig(start_ms=tt.start_ms, end_silence_ms=tt.end_silence_ms, barge_in_ms=tt.barge_in_ms),
-        )
+        self.turns = TurnDetector(self.sample_rate, bot.turn_taking.turn_config())
         self.asr = self._new_asr()
         self._frame_samples = self.reframer.frame_bytes // 2
         # Caller audio is the call's clock: map our monotonic clock onto caller sample positions.
@@ -102,6 +108,8 @@ class CallSession:
         self.first_audio_at: float | None = None  # monotonic time the current reply's first chunk left
         self.current_reply: SpokenReply | None = None
         self._cut_reply: SpokenReply | None = None  # cut by a barge-in that may turn out to be "mm-hmm"
+        self._early: EarlyTurn | None = None  # the last turn, if ended early and answered: may go on
+        self._continuing: EarlyTurn | None = None  # ...and the caller did go on: the next turn joins it
 
     @property
     def cmiuuid(self) -> str | None:
@@ -209,9 +217,12 @@ class CallSession:
     def _on_turn_event(self, event: TurnEvent, now: float) -> None:
         if isinstance(event, SpeechStarted):
             self.publish("speech.started", onset_ms=event.onset_ms)
+            self._check_continuation(event)
         elif isinstance(event, SpeechPaused):
             if self.bot.turn_taking.speculative_asr:
-                self.asr.speculate(event.audio)
+                speculation = self.asr.speculate(event.audio)
+                if self.bot.turn_taking.semantic_endpoint and speculation is not None:
+                    self._spawn(self._end_if_complete(self.turns.turns_begun, speculation))
         elif isinstance(event, TurnDiscarded):
             self.asr.cancel()
         elif isinstance(event, BargeIn):
@@ -222,6 +233,41 @@ class CallSession:
             speech_end = now - (event.at_ms - event.end_ms) / 1000
             asr, self.asr = self.asr, self._new_asr()
             self._spawn(self._caller_turn(event, asr, speech_end))
+
+    async def _end_if_complete(self, turn: int, speculation: asyncio.Task[Transcript]) -> None:
+        """Semantic endpointing: end the paused turn as soon as its speculative text reads as whole."""
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            transcript = await asyncio.shield(speculation)
+            if self.handed_off or not (transcript.accepted and looks_complete(transcript.text)):
+                return  # (monitor mode answers nothing: no reason to cut turns short)
+            # Still the same turn, still paused on the audio this speculation heard?
+            if self.closed or self.turns.turns_begun != turn or self.asr.speculation is not speculation:
+                return
+            event = self.turns.end_turn()
+            if event is None:
+                if not self.turns.in_turn:
+                    self.asr.cancel()  # too short to be a turn
+                return
+            self._on_turn_event(event, self._clock_mark[0])
+
+    def _check_continuation(self, event: SpeechStarted) -> None:
+        """The caller spoke again soon after a turn that ended early: they had not finished."""
+        early, self._early = self._early, None
+        if early is None or event.onset_ms - early.end_ms >= self.bot.turn_taking.end_silence_ms:
+            return
+        reply = self._reply
+        if reply is not early.reply or reply.done():
+            return  # the answer is over, its actions done: too late to take it back
+        self._continuing, self._reply = early, None
+        self._spawn(self._withdraw_reply(reply))
+
+    async def _withdraw_reply(self, reply: asyncio.Task[None]) -> None:
+        if self.playout.playing:
+            await self.send_control("break")
+        reply.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reply
+        self.dialogue.retract()
 
     async def _barge_in(self, event: BargeIn) -> None:
         await self.send_control("break")
@@ -237,7 +283,10 @@ class CallSession:
 
     async def _caller_turn(self, event: TurnEnded, asr: SpeculativeTranscriber, speech_end: float) -> None:
         wall_end = time.time() - (time.monotonic() - speech_end)
+        asr_started = time.monotonic()
         transcript, hit = await asr.final(event.audio)
+        asr_wait_ms = round((time.monotonic() - asr_started) * 1000)
+        continued, self._continuing = self._continuing, None
         if not transcript.accepted or not transcript.text.strip():
             await self.record.event(
                 "asr", "rejected", {"reason": str(transcript.rejected), "detail": transcript.detail}
@@ -261,17 +310,28 @@ class CallSession:
             return
         latency = {
             "endpoint_ms": event.at_ms - event.end_ms,
+            "early_endpoint": event.early,
             "asr_ms": round(transcript.asr_ms),
+            "asr_wait_ms": asr_wait_ms,
             "asr_speculative_hit": hit,
         }
-        duration = (event.end_ms - event.start_ms) / 1000
-        turn_id = await self.record.turn(
-            "caller", text, wall_end - duration, ended_at=wall_end, latency=latency
-        )
-        self.publish("turn", role="caller", text=text, latency_ms=latency)
+        if continued is not None:
+            # One turn said in two parts: the record keeps one caller turn, the dialogue hears it whole.
+            text = f"{continued.text} {text}"
+            turn_id = continued.turn_id
+            await self.record.update_turn(turn_id, text=text, ended_at=wall_end, latency=latency)
+            await self.record.event("turns", "continued", {"first_part": continued.text, "text": text})
+        else:
+            duration = (event.end_ms - event.start_ms) / 1000
+            turn_id = await self.record.turn(
+                "caller", text, wall_end - duration, ended_at=wall_end, latency=latency
+            )
+        self.publish("turn", role="caller", text=text, latency_ms=latency, continued=continued is not None)
         if self._reply is not None and not self._reply.done():
             self._reply.cancel()  # a whole new turn from the caller supersedes what the bot was saying
         self._start_reply(self._answer(text, speech_end, turn_id, latency))
+        if event.early and self._reply is not None:
+            self._early = EarlyTurn(event.end_ms, text, turn_id, self._reply)
 
     # ------------------------------------------------------------------------------ replies
 

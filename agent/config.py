@@ -92,6 +92,15 @@ class LlmConfig(Strict):
     api_key_env: str = Field(default="HOTLINE_LLM_API_KEY", pattern=ENV_NAME)
     timeout_s: float = Field(default=10.0, gt=0)
     first_token_timeout_s: float = Field(default=2.0, gt=0)
+    max_retries: int = Field(
+        default=1, ge=0, le=3, description="Retries of a failed request, only before its first token."
+    )
+    context_tokens: int = Field(
+        default=3000, ge=200, description="Budget for the messages sent (estimated at ~4 characters a token)."
+    )
+    max_tool_rounds: int = Field(
+        default=3, ge=1, le=10, description="Model calls after tool results, per reply."
+    )
 
 
 class PiopiyConfig(Strict):

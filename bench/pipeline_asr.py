@@ -23,7 +23,7 @@ from pipelines.audio import read_wav, resample
 from pipelines.executor import ModelExecutor
 from pipelines.models import whisper_model_dir
 from pipelines.text import corpus_wer, normalize_transcript, word_errors
-from pipelines.turns import TurnConfig, TurnDetector, TurnDiscarded, TurnEnded, TurnEvent
+from pipelines.turns import TurnDetector, TurnDiscarded, TurnEnded, TurnEvent
 
 ASTERISK = Path("/usr/share/asterisk/sounds/en")
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -83,8 +83,7 @@ def spread(prompts: tuple[Prompt, ...] | list[Prompt], n: int) -> list[Prompt]:
 def detector_for(end_silence_ms: int) -> TurnDetector:
     """The support_desk turn detector with another end-of-turn silence, built as CallSession builds it."""
     tt = TurnTaking(end_silence_ms=end_silence_ms)
-    config = TurnConfig(start_ms=tt.start_ms, end_silence_ms=tt.end_silence_ms, barge_in_ms=tt.barge_in_ms)
-    return TurnDetector(RATE, config)
+    return TurnDetector(RATE, tt.turn_config())
 
 
 def _turn_events(pcm: bytes, end_silence_ms: int, lead_s: float = 0.5) -> list[TurnEvent]:

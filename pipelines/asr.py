@@ -26,6 +26,8 @@ from faster_whisper import WhisperModel
 from pipelines.audio import SILENCE_DBFS, pcm16_to_float, resample
 from pipelines.executor import ModelExecutor
 from pipelines.text import PHANTOM_PHRASES, normalize_transcript, strip_annotations
+from pipelines.voicing import SpeechStats, frames_of, levels_of, measure_speech
+from pipelines.whisper_window import WindowDecode, WindowDecoder
 
 log = logging.getLogger(__name__)
 
@@ -73,80 +75,6 @@ def load_whisper(
                 num_workers=num_workers, local_files_only=True,
             )  # fmt: skip
         return model
-
-
-@dataclass(frozen=True)
-class SpeechStats:
-    """What the audio itself says about speech, before any model runs."""
-
-    duration_s: float
-    level_dbfs: float
-    """Level of the active part: the 90th percentile of frame levels."""
-    peak_dbfs: float
-    """The loudest frame."""
-    voiced_s: float
-    """Time in frames that look like voiced speech (see `measure_speech`)."""
-
-
-_FRAME_S, _HOP_S = 0.040, 0.020  # 40 ms holds two periods of a 60 Hz voice
-_BAND_HZ = (300.0, 3400.0)  # the telephone band: mains hum lies below, the 8 kHz resampler's edge above
-_PITCH_HZ = (60.0, 400.0)
-_VOICED_FLOOR_DBFS = -50.0
-_VOICED_MIN_BAND_SHARE = 0.1  # most of a hum's energy lies below the band
-_VOICED_MIN_PERIODICITY = 0.6  # vowels reach 0.8-1.0; noise and clicks stay below 0.5
-_VOICED_MAX_FLATNESS = 0.4  # harmonics are peaky; noise is flat (~0.55) whatever its tilt
-
-
-def _frames(pcm: bytes, rate: int) -> npt.NDArray[np.float32]:
-    x = pcm16_to_float(pcm[: len(pcm) - len(pcm) % 2])
-    n, hop = round(rate * _FRAME_S), round(rate * _HOP_S)
-    count = 1 + (x.size - n) // hop if x.size >= n else 0
-    frames: npt.NDArray[np.float32] = x[np.arange(n)[None, :] + hop * np.arange(count)[:, None]]
-    return frames
-
-
-def _levels(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    if frames.size == 0:
-        return np.array([SILENCE_DBFS])
-    power = np.mean(frames * frames, axis=1, dtype=np.float64)
-    return np.maximum(SILENCE_DBFS, 10.0 * np.log10(power + 1e-20))
-
-
-def measure_speech(pcm: bytes, rate: int) -> SpeechStats:
-    """Levels and voiced time of int16 mono PCM, from 40 ms frames every 20 ms.
-
-    A frame is voiced when its telephone-band energy is audible, periodic at a voice pitch, and has
-    a peaky (harmonic) spectrum: silence, white or coloured noise, hum and clicks are not.
-    """
-    frames = _frames(pcm, rate)
-    duration = len(pcm) // 2 / rate
-    if frames.size == 0:
-        return SpeechStats(duration, SILENCE_DBFS, SILENCE_DBFS, 0.0)
-    levels, n = _levels(frames), frames.shape[1]
-    window = np.hanning(n + 2)[1:-1]
-    nfft = 1 << (2 * n - 1).bit_length()  # twice the frame: autocorrelation without wrap-around
-    power = np.abs(np.fft.rfft(frames * window, nfft, axis=1)) ** 2 + 1e-20
-    freqs = np.fft.rfftfreq(nfft, 1.0 / rate)
-    in_band = (freqs >= _BAND_HZ[0]) & (freqs <= _BAND_HZ[1])
-    share = power[:, in_band].sum(axis=1) / power.sum(axis=1)
-    # Periodicity: in-band autocorrelation at the best pitch lag, over the window's own (Boersma 1993).
-    acf = np.fft.irfft(np.where(in_band, power, 0.0), nfft, axis=1)
-    window_acf = np.fft.irfft(np.abs(np.fft.rfft(window, nfft)) ** 2, nfft)
-    lags = slice(int(rate / _PITCH_HZ[1]), int(rate / _PITCH_HZ[0]) + 1)
-    periodicity = ((acf[:, lags] / acf[:, :1]) / (window_acf[lags] / window_acf[0])).max(axis=1)
-    # Flatness of the band spectrum with its tilt removed, so brown noise counts as flat as white.
-    log_f, log_power = np.log(freqs[in_band]), np.log(power[:, in_band])
-    slope, offset = np.polyfit(log_f, log_power.T, 1)
-    residual = log_power - (np.outer(slope, log_f) + offset[:, None])
-    flatness = np.exp(residual.mean(axis=1)) / np.exp(residual).mean(axis=1)
-    voiced = (levels + 10.0 * np.log10(share) > _VOICED_FLOOR_DBFS) & (share > _VOICED_MIN_BAND_SHARE)
-    voiced &= (periodicity > _VOICED_MIN_PERIODICITY) & (flatness < _VOICED_MAX_FLATNESS)
-    return SpeechStats(
-        duration_s=duration,
-        level_dbfs=float(np.percentile(levels, 90)),
-        peak_dbfs=float(levels.max()),
-        voiced_s=float(voiced.sum()) * _HOP_S,
-    )
 
 
 class Rejection(StrEnum):
@@ -252,6 +180,10 @@ class Transcriber:
     turns), at temperature 0 with no fallback, without timestamps, not conditioned on earlier text,
     with new tokens bounded by the audio length; see `_DECODE_OPTIONS`. `language=None` detects the
     language (multilingual models; costs an extra encoder pass); English-only models always say "en".
+
+    `window_s` below 30 decodes turns that fit on a shorter encoder window (`WindowDecoder`: the same
+    words in less than half the time); longer turns, and language detection, use faster-whisper's own
+    30 s windows.
     """
 
     def __init__(
@@ -263,6 +195,7 @@ class Transcriber:
         language: str | None = "en",
         beam_size: int = 1,
         guard: HallucinationGuard | None = None,
+        window_s: float = 20.0,
     ) -> None:
         if language not in (None, "en") and not model.model.is_multilingual:
             raise ValueError(f"language {language!r} needs a multilingual Whisper model, not English-only")
@@ -274,12 +207,36 @@ class Transcriber:
         self.language = language
         self.beam_size = beam_size
         self.guard = guard or HallucinationGuard()
+        self._window = (
+            WindowDecoder(model, language=language, window_s=window_s, beam_size=beam_size)
+            if window_s < 30.0 and language is not None
+            else None
+        )
 
     async def transcribe(self, pcm: bytes) -> Transcript:
         """Transcribe one turn on the model pool; cancelling drops the job if it has not started yet."""
         started = time.perf_counter()
         transcript = await self._executor.run(self._transcribe_blocking, pcm)
         return replace(transcript, asr_ms=(time.perf_counter() - started) * 1000.0)
+
+    def _decode(
+        self, audio: npt.NDArray[np.float32], duration_s: float
+    ) -> tuple[list[WindowDecode], str, float]:
+        """Decoded windows (one per 30 s of a long turn), the language and its probability."""
+        max_new_tokens = math.ceil(min(duration_s, 30.0) * _TOKENS_PER_SECOND) + _MIN_NEW_TOKENS
+        if self._window is not None and self._window.fits(audio.size):
+            assert self.language is not None
+            return [self._window.decode(audio, max_new_tokens=max_new_tokens)], self.language, 1.0
+        generator, info = self._model.transcribe(
+            audio, language=self.language, beam_size=self.beam_size, max_new_tokens=max_new_tokens,
+            **_DECODE_OPTIONS,
+        )  # fmt: skip
+        # Decoding happens lazily, while iterating: here, on the pool thread.
+        decoded = [
+            WindowDecode(s.text, len(s.tokens), s.avg_logprob, s.no_speech_prob, s.compression_ratio)
+            for s in generator
+        ]
+        return decoded, info.language, info.language_probability
 
     def _transcribe_blocking(self, pcm: bytes) -> Transcript:
         pcm = pcm[: len(pcm) - len(pcm) % 2]
@@ -289,20 +246,13 @@ class Transcriber:
         verdict = self.guard.check_audio(stats)
         if verdict is not None:
             return replace(heard, rejected=verdict[0], detail=verdict[1])
-        audio = resample(pcm, self.sample_rate_in, ASR_RATE)
-        generator, info = self._model.transcribe(
-            pcm16_to_float(audio),
-            language=self.language,
-            beam_size=self.beam_size,
-            max_new_tokens=math.ceil(min(stats.duration_s, 30.0) * _TOKENS_PER_SECOND) + _MIN_NEW_TOKENS,
-            **_DECODE_OPTIONS,
-        )
-        segments = list(generator)  # decoding happens lazily, while iterating: here, on the pool thread
+        audio = pcm16_to_float(resample(pcm, self.sample_rate_in, ASR_RATE))
+        segments, language, language_probability = self._decode(audio, stats.duration_s)
         check = self.guard.check_segment
         drops = [check(s.no_speech_prob, s.avg_logprob, s.compression_ratio) for s in segments]
         kept = [s for s, drop in zip(segments, drops, strict=True) if drop is None]
         text = " ".join(strip_annotations(s.text) for s in kept).strip()
-        weights = [max(len(s.tokens), 1) for s in kept]
+        weights = [max(s.tokens, 1) for s in kept]
         avg_logprob = sum(s.avg_logprob * w for s, w in zip(kept, weights, strict=True)) / (sum(weights) or 1)
         no_speech_prob = min((s.no_speech_prob for s in segments), default=1.0)
         verdict = next((d for d in drops if d), None) if segments and not kept else None
@@ -310,8 +260,8 @@ class Transcriber:
         return replace(
             heard,
             text="" if verdict else text,
-            language=info.language,
-            language_probability=info.language_probability,
+            language=language,
+            language_probability=language_probability,
             avg_logprob=avg_logprob,
             no_speech_prob=no_speech_prob,
             compression_ratio=max((s.compression_ratio for s in segments), default=0.0),
@@ -350,14 +300,24 @@ class SpeculativeTranscriber:
         self._task: asyncio.Task[Transcript] | None = None
         self._audio = b""
 
-    def speculate(self, audio: bytes) -> None:
-        """Start transcribing the turn so far, replacing an older speculation unless it covers this audio."""
+    @property
+    def speculation(self) -> asyncio.Task[Transcript] | None:
+        """The speculation in flight or done, if any."""
+        return self._task
+
+    def speculate(self, audio: bytes) -> asyncio.Task[Transcript] | None:
+        """Start transcribing the turn so far, replacing an older speculation unless it covers this audio.
+
+        Returns the speculation that covers `audio` when a new one was started, None when the running
+        one already covers it (it was started for this same speech).
+        """
         if self._task is not None and _usable(self._task) and self._covers(self._audio, audio):
-            return  # the caller is still pausing: the running speculation already has all the speech
+            return None  # the caller is still pausing: the running speculation already has all the speech
         self.cancel()
         self._audio = bytes(audio)
         self._task = asyncio.create_task(self._transcriber.transcribe(self._audio), name="asr speculation")
         self._task.add_done_callback(_retrieve_exception)
+        return self._task
 
     async def final(self, audio: bytes) -> tuple[Transcript, bool]:
         """The turn's transcript and whether the speculation provided it (a hit)."""
@@ -383,8 +343,8 @@ class SpeculativeTranscriber:
         if not longer.startswith(shorter):
             return False
         rate, pause = self._transcriber.sample_rate_in, longer[len(shorter) :]
-        speech = float(np.percentile(_levels(_frames(shorter, rate)), 90))
-        if _levels(_frames(pause, rate)).max() > max(self.pause_dbfs, speech - self.pause_margin_db):
+        speech = float(np.percentile(levels_of(frames_of(shorter, rate)), 90))
+        if levels_of(frames_of(pause, rate)).max() > max(self.pause_dbfs, speech - self.pause_margin_db):
             return False  # something was said, or the line got loud, after the speculated audio
         return measure_speech(pause, rate).voiced_s == 0.0
 

@@ -27,7 +27,6 @@ it cut instead of answering; a `TurnDiscarded` after a `BargeIn` means the same.
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -133,7 +132,8 @@ class TurnEnded:
     """A turn: speech from `start_ms` to `end_ms` (when it actually stopped), decided at `at_ms`.
 
     `audio` runs from `preroll_ms` before `start_ms` to `tail_ms` after `end_ms`. `forced`: `max_turn_s`
-    ended it (mid-speech, `end_ms` == `at_ms` and there is no tail).
+    ended it (mid-speech, `end_ms` == `at_ms` and there is no tail). `early`: `TurnDetector.end_turn`
+    ended it during a pause, before `end_silence_ms` (the caller's words already made a whole turn).
     """
 
     start_ms: int
@@ -141,6 +141,7 @@ class TurnEnded:
     audio: bytes = field(repr=False)
     at_ms: int
     forced: bool = False
+    early: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,11 @@ class SilenceEndpointer:
         self.last_speech = last_speech
         self._run = 0
         self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        """A pause was signalled and speech has not resumed."""
+        return self._paused
 
     def update(self, speech: bool, index: int) -> EndpointSignal | None:
         """Take frame `index` of the turn; return a signal when one is due."""
@@ -241,42 +247,6 @@ class BargeInPolicy:
         return self._sustained.update(speech, index)
 
 
-_BACKCHANNELS = {
-    tuple(phrase.split())
-    for phrase in (
-        "mm hmm", "mhm", "mm", "hmm", "hm", "uh huh", "um hmm", "okay", "ok", "kay", "yeah", "yep",
-        "yup", "yes", "ya", "right", "sure", "got it", "i see", "alright", "all right", "oh", "ah",
-        "cool", "uh", "um",
-    )
-}  # fmt: skip
-_FILLERS = {("uh",), ("um",)}  # fine beside an acknowledgement ("uh, okay"), not on their own
-_NOT_WORD = re.compile(r"[^a-z' ]+")
-
-
-def is_backchannel(text: str) -> bool:
-    """True when `text` is only an acknowledgement ("Mm-hmm.", "okay, got it", "Yeah yeah").
-
-    Normalized (lower case, punctuation and hyphens dropped), it must be 1 to 3 items of a small list;
-    two-word items ("got it", "i see") count as one. Meant for speech that overlapped the bot: there it
-    means "go on"; as an answer to a question, "yes" is of course an answer.
-    """
-    cleaned = _NOT_WORD.sub(" ", text.lower().replace("’", "'").replace(".", ""))
-    words = [word.strip("'") for word in cleaned.split() if word.strip("'")]
-    items: list[tuple[str, ...]] = []
-    i = 0
-    while i < len(words):
-        two, one = tuple(words[i : i + 2]), (words[i],)
-        if len(two) == 2 and two in _BACKCHANNELS:
-            items.append(two)
-            i += 2
-        elif one in _BACKCHANNELS:
-            items.append(one)
-            i += 1
-        else:
-            return False
-    return 1 <= len(items) <= 3 and any(item not in _FILLERS for item in items)
-
-
 # ---------------------------------------------------------------------------------------- detector
 
 
@@ -309,11 +279,39 @@ class TurnDetector:
         self._turn: list[bytes] | None = None  # frames of the turn in progress, pre-roll first
         self._turn_first = 0  # frame index of self._turn[0]
         self._onset = 0
+        self._turns_begun = 0
 
     @property
     def in_turn(self) -> bool:
         """True between `SpeechStarted` and the turn's end."""
         return self._turn is not None
+
+    @property
+    def paused(self) -> bool:
+        """True in a turn whose caller has been silent for `pause_ms` (after a `SpeechPaused`)."""
+        return self._turn is not None and self._endpointer.paused
+
+    @property
+    def turns_begun(self) -> int:
+        """How many turns have started: tells one turn from the next."""
+        return self._turns_begun
+
+    def end_turn(self) -> TurnEnded | None:
+        """End the turn now, during its pause, instead of after `end_silence_ms` of silence.
+
+        For semantic endpointing: when the paused audio already says something whole, waiting out the
+        rest of the silence only delays the answer. The turn's audio is exactly what the last
+        `SpeechPaused` carried. Returns None unless `paused`; a turn too short to count is dropped.
+        """
+        if not self.paused:
+            return None
+        last, onset = self._endpointer.last_speech, self._onset
+        audio = self._audio_through(last + self._tail)
+        self._finish(forget_recent=False)
+        if last + 1 - onset < self._min_turn:
+            return None
+        at_ms = self._index * FRAME_MS
+        return TurnEnded(onset * FRAME_MS, (last + 1) * FRAME_MS, audio, at_ms=at_ms, early=True)
 
     @property
     def bot_speaking(self) -> bool:
@@ -359,6 +357,7 @@ class TurnDetector:
         self._turn = list(self._recent)[first - index - 1 :]
         self._turn_first = first
         self._onset = onset
+        self._turns_begun += 1
         self._endpointer.start(index)
 
     def _continue_turn(self, speech: bool, index: int, at_ms: int) -> list[TurnEvent]:

@@ -37,6 +37,10 @@ class CallContext:
             "time": time.strftime("%H:%M", time.localtime()),
             "date": time.strftime("%Y-%m-%d", time.localtime()),
             "departments": ", ".join(self.bot.departments),
+            "department_descriptions": "; ".join(
+                f"{name}: {dept.description}" if dept.description else name
+                for name, dept in self.bot.departments.items()
+            ),
         }
 
 
@@ -84,6 +88,19 @@ class Understanding:
 ReplyItem = TextDelta | DialogueAction
 
 
+class DialogueFailure(Exception):
+    """A reply could not be produced, or not finished; the session says the fallback line.
+
+    `reason` is short and stable, for records and metrics: unreachable, http_<status>,
+    first_token_timeout, stream_broken, timeout, tool_rounds.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
 class Dialogue(Protocol):
     """One per call."""
 
@@ -95,4 +112,9 @@ class Dialogue(Protocol):
 
     def heard(self, said: str, heard: str) -> None:
         """The bot's last reply `said` was cut off; the caller heard only `heard`."""
+        ...
+
+    def retract(self) -> None:
+        """Forget the last caller turn and the reply to it: the caller had not finished, and the whole
+        turn comes again as one (semantic endpointing ended it too early)."""
         ...

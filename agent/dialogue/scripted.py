@@ -138,10 +138,12 @@ class ScriptedDialogue:
         self.run_tool = run_tool
         self.understanding = Understanding()
         self.last_reply = ""
+        self._before_last: tuple[Understanding, str] = (self.understanding, self.last_reply)
 
     async def reply(self, caller_text: str) -> AsyncIterator[ReplyItem]:
         """Match, run the intent's tools, speak its reply, then hand over its other actions."""
         phrases = self.ctx.bot.phrases
+        self._before_last = (self.understanding, self.last_reply)
         found = self.matcher.match(caller_text)
         if found is None:
             misses = self.understanding.misunderstood_in_a_row + 1
@@ -172,3 +174,7 @@ class ScriptedDialogue:
     def heard(self, said: str, heard: str) -> None:
         """A script keeps no model context; remember what was really heard for repeats."""
         self.last_reply = heard
+
+    def retract(self) -> None:
+        """The last turn comes again whole: undo what it did to the miss count and the last reply."""
+        self.understanding, self.last_reply = self._before_last

@@ -14,19 +14,17 @@ builder that drifts from the wire shape fails here. The fake is stricter than PI
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from agent.testing.servers import serve_in_thread
+from agent.testing.servers import ServedApp
 
 _HTTP_URL = re.compile(r"^https?://\S+$", re.IGNORECASE)
 _WS_URL = re.compile(r"^wss?://\S+$", re.IGNORECASE)
@@ -156,7 +154,7 @@ def check_pcmo(pcmo: Any, where: str = "pcmo") -> None:
 # ---------------------------------------------------------------------------------------- fake
 
 
-class FakePiopiyRest:
+class FakePiopiyRest(ServedApp):
     """PIOPIY's REST endpoints on a local port: make-call (global and ind) and call actions.
 
     Every request is recorded in `requests`. `delay_s` holds answers back (timeout tests);
@@ -164,25 +162,16 @@ class FakePiopiyRest:
     """
 
     def __init__(self, *, appid: int = 1111, secret: str = "s3cret", host: str = "127.0.0.1") -> None:
+        super().__init__(host=host)
         self.appid = appid
         self.secret = secret
-        self.host = host
         self.delay_s = 0.0
         self.requests: list[RecordedRequest] = []
         self.calls: dict[str, dict[str, Any]] = {}  # request_id → make-call body, for accepted calls
         self._scripted: list[tuple[int, Any]] = []
         self._generation = 0  # bumped by reset(): a request still in flight from before is not recorded
         self._lock = threading.Lock()
-        self._base_url: str | None = None
-        self._stack: contextlib.ExitStack | None = None
         self.app = self._build_app()
-
-    @property
-    def base_url(self) -> str:
-        """http://127.0.0.1:PORT while the fake runs."""
-        if self._base_url is None:
-            raise RuntimeError("FakePiopiyRest is not running: use it as `with FakePiopiyRest(...) as fake`")
-        return self._base_url
 
     def queue_answer(self, status_code: int, body: Any) -> None:
         """Answer the next request with `body` and `status_code`, whatever it contains."""
@@ -202,32 +191,6 @@ class FakePiopiyRest:
         """The paths received so far, in order."""
         with self._lock:
             return [r.path for r in self.requests]
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Self]:
-        """Serve the fake in a background thread for the duration of the block."""
-        with serve_in_thread(self.app, host=self.host) as url:
-            self._base_url = url
-            try:
-                yield self
-            finally:
-                self._base_url = None
-
-    def __enter__(self) -> Self:
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.running())
-        self._stack = stack
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            stack.close()
 
     # --------------------------------------------------------------------------- endpoints
 

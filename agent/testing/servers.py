@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, MutableMapping
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -258,3 +258,59 @@ async def serve_in_task(
         if task.done() and not task.cancelled() and (crash := task.exception()) is not None:
             if not isinstance(crash, ServerStartupError):
                 logger.error("%s crashed: %r", label, crash)
+
+
+class ServedApp:
+    """Base of the test servers: `self.app` served on a free local port for a `with` block.
+
+    `stop()` ends it early (a backend dying mid-call); handlers that wait for ever should watch
+    `stopping`, set just before the server shuts down, so a stop never waits on them.
+    """
+
+    app: AsgiApp
+
+    def __init__(self, *, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.stopping = threading.Event()
+        self._base_url: str | None = None
+        self._stack: contextlib.ExitStack | None = None
+
+    @property
+    def base_url(self) -> str:
+        """http://127.0.0.1:PORT while the server runs."""
+        if self._base_url is None:
+            raise RuntimeError(f"{type(self).__name__} is not running: use it in a `with` block")
+        return self._base_url
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        """Serve the app in a background thread for the duration of the block."""
+        self.stopping.clear()
+        with serve_in_thread(self.app, host=self.host) as url:
+            self._base_url = url
+            try:
+                yield self
+            finally:
+                self._base_url = None
+                self.stopping.set()
+
+    def start(self) -> None:
+        """Start serving (what `with` does)."""
+        if self._stack is not None:
+            raise RuntimeError(f"{type(self).__name__} is already running")
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.running())
+        self._stack = stack
+
+    def stop(self) -> None:
+        """Stop serving now; new connections are refused from here on. Safe to call twice."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

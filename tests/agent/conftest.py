@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,6 +52,38 @@ def write_config(directory: Path, **overrides: object) -> Path:
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        old = out.get(key)
+        out[key] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+@contextmanager
+def running_service(
+    directory: Path, *, bots: dict[str, dict[str, Any]] | None = None, **config: Any
+) -> Iterator[Service]:
+    """Another real service: the shipped bots with `bots` (bot name → YAML changes, merged deeply) and
+    config.yaml with `config` top-level overrides. Models are shared with the session's service."""
+    prompts = directory / "prompts"
+    prompts.mkdir(parents=True, exist_ok=True)
+    for source in (REPO / "prompts").glob("*.yaml"):
+        data = yaml.safe_load(source.read_text())
+        data = _merge(data, (bots or {}).get(source.stem, {}))
+        (prompts / source.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    os.environ["HOTLINE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+    os.environ["HOTLINE_STREAM_SECRET"] = "test-stream-secret-0123456789abcdef"
+    path = write_config(directory, **config)
+    data = yaml.safe_load(path.read_text())
+    data["prompts_dir"] = str(prompts)
+    path.write_text(yaml.safe_dump(data))
+    settings = load_settings(path)
+    with serve_in_thread(create_app(settings), startup_timeout_s=120) as url:
+        settings.service.server.public_url = url
+        yield Service(url=url, settings=settings, data_dir=directory)
 
 
 @pytest.fixture(scope="session")

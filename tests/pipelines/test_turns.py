@@ -21,8 +21,8 @@ from pipelines.turns import (
     TurnDiscarded,
     TurnEnded,
     TurnEvent,
-    is_backchannel,
 )
+from pipelines.utterance import is_backchannel, looks_complete
 from pipelines.vad import FRAME_MS
 from tests.pipelines.speech import (
     bot_speech,
@@ -119,6 +119,36 @@ def test_final_pause_carries_the_final_audio() -> None:
     assert isinstance(paused, SpeechPaused) and isinstance(ended, TurnEnded)
     assert paused.audio == ended.audio
     assert paused.at_ms - ended.end_ms == CONFIG.pause_ms
+
+
+def test_end_turn_ends_a_paused_turn_at_once_with_the_paused_audio() -> None:
+    """Semantic endpointing: during a pause the session may end the turn without waiting out the silence."""
+    rate = 8000
+    detector = TurnDetector(rate)
+    assert detector.end_turn() is None  # no turn
+    speech = silence(500, rate) + prompt("agent-pass")
+    events = run(detector, speech)
+    assert detector.in_turn and not detector.paused and detector.end_turn() is None  # still talking
+    begun = detector.turns_begun
+    events = run(detector, silence(CONFIG.pause_ms + 40, rate))
+    (paused,) = only(events, SpeechPaused)
+    assert detector.paused
+    ended = detector.end_turn()
+    assert ended is not None and ended.early and not ended.forced
+    assert ended.audio == paused.audio and ended.at_ms - ended.end_ms < CONFIG.end_silence_ms
+    assert not detector.in_turn and detector.end_turn() is None
+    # Nothing more comes of that turn; the caller's next words start the next one.
+    assert run(detector, silence(1500, rate)) == []
+    later = run(detector, prompt("vm-goodbye") + silence(1500, rate))
+    assert kinds(later)[0] == "SpeechStarted" and kinds(later)[-1] == "TurnEnded"
+    assert detector.turns_begun == begun + 1
+
+
+def test_end_turn_drops_a_turn_too_short_to_count() -> None:
+    rate = 8000
+    detector = TurnDetector(rate, TurnConfig(min_turn_ms=2000))
+    events = run(detector, silence(500, rate) + prompt("vm-goodbye") + silence(CONFIG.pause_ms + 40, rate))
+    assert only(events, SpeechPaused) and detector.end_turn() is None and not detector.in_turn
 
 
 @pytest.mark.parametrize("rate", [8000, 16000])
@@ -318,6 +348,28 @@ def test_is_backchannel(text: str) -> None:
 )  # fmt: skip
 def test_is_not_backchannel(text: str) -> None:
     assert not is_backchannel(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What's my balance?", "I want to check my order.", "Yes.", "It's 4 5 1 2.", "Talk to a person!",
+        "My card was charged twice.", "  Thank you. ", '"Cancel it."',
+    ],
+)  # fmt: skip
+def test_looks_complete(text: str) -> None:
+    assert looks_complete(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "", "I want to check my", "I want to check my...", "So I was calling about…", "My card and",
+        "It's about the.", "I need to, um.", "Because", "hello", "I'd like to,", "and.",
+    ],
+)  # fmt: skip
+def test_does_not_look_complete(text: str) -> None:
+    assert not looks_complete(text)
 
 
 # -------------------------------------------------------------------------------------- contracts
