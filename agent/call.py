@@ -13,14 +13,17 @@ import logging
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from agent.bot import BotConfig
-from agent.bus import PublishingTranscriber
+from agent.call_answer import Answerer, transfer_pcmo
 from agent.call_record import CallRecord
-from agent.dialogue.base import CallContext, DialogueAction, TextDelta
-from agent.dialogue.scripted import ScriptedDialogue
+from agent.call_turns import CallerTurns
+from agent.dialogue.base import CallContext, DialogueAction
+from agent.dialogue.scripted import IntentMatcher
+from agent.dialogue.tools import ToolBox
+from agent.escalation.rules import Firing, RuleState
+from agent.escalation.signals import SignalTracker
 from agent.runtime import Runtime
 from agent.speech import SpokenReply
 from agent.telephony.piopiy import (
@@ -28,40 +31,19 @@ from agent.telephony.piopiy import (
     Pcmo,
     StreamMetadata,
     UnknownText,
-    bridge_action,
     encode_control,
     encode_pcmo,
     encode_stream_audio,
-    hangup_action,
+    play_action,
 )
 from agent.telephony.piopiy_webhooks import CallEvent
-from pipelines.asr import SpeculativeTranscriber, Transcript
 from pipelines.audio import CallRecording, Reframer
 from pipelines.playout import Playout
-from pipelines.turns import (
-    BargeIn,
-    SpeechPaused,
-    SpeechStarted,
-    TurnDetector,
-    TurnDiscarded,
-    TurnEnded,
-    TurnEvent,
-)
-from pipelines.utterance import is_backchannel, looks_complete
+from pipelines.turns import TurnDetector
 
 log = logging.getLogger(__name__)
 
 SendText = Callable[[str], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class EarlyTurn:
-    """A caller turn ended early (semantic endpointing) and being answered: it may yet go on."""
-
-    end_ms: int
-    text: str
-    turn_id: int | None
-    reply: asyncio.Task[None]
 
 
 class CallSession:
@@ -86,7 +68,9 @@ class CallSession:
         self.sample_rate = bot.stream.voice_quality
         self.record = CallRecord(runtime.store, call_id, cmiuuid)
         self.ctx = CallContext(call_id, bot_name, bot, caller_number, called_number)
-        self.dialogue = ScriptedDialogue(self.ctx)
+        self.toolbox = ToolBox(bot, http=runtime.tool_http)
+        self.answerer = Answerer(self, self.toolbox)
+        self.dialogue = runtime.new_dialogue(self.ctx, self.toolbox, run_tool=self.answerer.run_tool)
         self._send_text = send_text
         self._send_lock = asyncio.Lock()
         self.socket_open = True
@@ -95,21 +79,20 @@ class CallSession:
         self.handed_off = False  # bridged to a human: keep transcribing, never answer again
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._reply: asyncio.Task[None] | None = None
+        self.reply_task: asyncio.Task[None] | None = None  # what the bot is saying (or about to)
         self._recording_dir = runtime.recordings_dir / call_id
         self.recording = CallRecording(self._recording_dir, self.sample_rate)
         self.playout = Playout(self._send_audio_chunk, self.sample_rate)
         self.reframer = Reframer(self.sample_rate)
         self.turns = TurnDetector(self.sample_rate, bot.turn_taking.turn_config())
-        self.asr = self._new_asr()
+        self.caller_turns = CallerTurns(self)
+        self.signals = SignalTracker(IntentMatcher(bot.intents), language=bot.language)
+        self.escalation = RuleState(runtime.rules[bot_name])
         self._frame_samples = self.reframer.frame_bytes // 2
         # Caller audio is the call's clock: map our monotonic clock onto caller sample positions.
         self._clock_mark = (time.monotonic(), 0)
         self.first_audio_at: float | None = None  # monotonic time the current reply's first chunk left
         self.current_reply: SpokenReply | None = None
-        self._cut_reply: SpokenReply | None = None  # cut by a barge-in that may turn out to be "mm-hmm"
-        self._early: EarlyTurn | None = None  # the last turn, if ended early and answered: may go on
-        self._continuing: EarlyTurn | None = None  # ...and the caller did go on: the next turn joins it
 
     @property
     def cmiuuid(self) -> str | None:
@@ -122,11 +105,6 @@ class CallSession:
         """A live event of this call (dashboards, live transcription)."""
         self.runtime.bus.publish(self.call_id, kind, data)
 
-    def _new_asr(self) -> SpeculativeTranscriber:
-        return SpeculativeTranscriber(
-            PublishingTranscriber(self.runtime.transcribers[self.bot_name], self.publish)
-        )
-
     async def start(self) -> None:
         """The socket is open: mark the call live and greet the caller."""
         self.state = "greeting"
@@ -135,7 +113,7 @@ class CallSession:
         )
         await self.record.update(status="active", connected_at=time.time())
         await self.record.event("stream", "connected", {"sample_rate": self.sample_rate})
-        self._start_reply(self._speak_fixed(self.bot.greeting))
+        self.start_reply(self.speak_fixed(self.bot.greeting))
 
     async def close(self, reason: str, *, dropped: bool = False) -> None:
         """End the call: stop speaking, save the recording and the final state. Safe to call twice."""
@@ -143,7 +121,7 @@ class CallSession:
             return
         self.closed = True
         self.socket_open = False
-        self.asr.cancel()
+        self.caller_turns.cancel()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -188,7 +166,7 @@ class CallSession:
             if speaking:
                 self.turns.feed_reference(self.playout.audio_at(now, self._frame_samples))
             for event in self.turns.feed(frame):
-                self._on_turn_event(event, now)
+                self.caller_turns.on_event(event, now)
 
     async def on_text(self, message: StreamMetadata | UnknownText) -> None:
         """A text frame: a call UUID or metadata is kept; junk is logged and kept, never fatal."""
@@ -209,208 +187,89 @@ class CallSession:
             self.hangup_seen = True
 
     async def on_dtmf(self, digits: str) -> None:
-        """Keypad digits from an `input` callback."""
+        """Keypad digits from an `input` callback: caller input for the dialogue (IVR enhancement)."""
         await self.record.event("dtmf", "digits", {"dtmf": digits})
+        if digits and not self.handed_off and not self.closed:
+            await self.caller_turns.keypad(digits)
 
-    # --------------------------------------------------------------------------------- turns
+    # ---------------------------------------------------------------------------- escalation
 
-    def _on_turn_event(self, event: TurnEvent, now: float) -> None:
-        if isinstance(event, SpeechStarted):
-            self.publish("speech.started", onset_ms=event.onset_ms)
-            self._check_continuation(event)
-        elif isinstance(event, SpeechPaused):
-            if self.bot.turn_taking.speculative_asr:
-                speculation = self.asr.speculate(event.audio)
-                if self.bot.turn_taking.semantic_endpoint and speculation is not None:
-                    self._spawn(self._end_if_complete(self.turns.turns_begun, speculation))
-        elif isinstance(event, TurnDiscarded):
-            self.asr.cancel()
-        elif isinstance(event, BargeIn):
-            if self._reply is not None and not self._reply.done() and self.playout.playing:
-                self._spawn(self._barge_in(event))
-        elif isinstance(event, TurnEnded):
-            # When the caller actually stopped talking, on our clock.
-            speech_end = now - (event.at_ms - event.end_ms) / 1000
-            asr, self.asr = self.asr, self._new_asr()
-            self._spawn(self._caller_turn(event, asr, speech_end))
+    async def check_rules(self, trigger: str) -> Firing | None:
+        """The escalation rule that fires on the signals now, if any; recorded with its reasons."""
+        firing = self.escalation.check(self.signals.snapshot())
+        if firing is not None:
+            reason = {**firing.reason(), "trigger": trigger}
+            self.publish("escalation", **reason)
+            await self.record.event("escalation", "rule_fired", reason)
+        return firing
 
-    async def _end_if_complete(self, turn: int, speculation: asyncio.Task[Transcript]) -> None:
-        """Semantic endpointing: end the paused turn as soon as its speculative text reads as whole."""
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            transcript = await asyncio.shield(speculation)
-            if self.handed_off or not (transcript.accepted and looks_complete(transcript.text)):
-                return  # (monitor mode answers nothing: no reason to cut turns short)
-            # Still the same turn, still paused on the audio this speculation heard?
-            if self.closed or self.turns.turns_begun != turn or self.asr.speculation is not speculation:
-                return
-            event = self.turns.end_turn()
-            if event is None:
-                if not self.turns.in_turn:
-                    self.asr.cancel()  # too short to be a turn
-                return
-            self._on_turn_event(event, self._clock_mark[0])
+    async def run_rule(self, firing: Firing) -> None:
+        """A fired rule's actions, in order; a transfer without a line of its own says the handoff line."""
+        reason = firing.reason()
+        spoken = any(a.say for a in firing.actions)
+        for spec in firing.actions:
+            if spec.transfer and not spoken:
+                await self.speak_fixed(self.bot.phrases.handoff)  # a handoff is never silent
+            await self.answerer.do(DialogueAction.from_spec(spec, reason))
 
-    def _check_continuation(self, event: SpeechStarted) -> None:
-        """The caller spoke again soon after a turn that ended early: they had not finished."""
-        early, self._early = self._early, None
-        if early is None or event.onset_ms - early.end_ms >= self.bot.turn_taking.end_silence_ms:
+    async def on_dialogue_failure(self, reason: str) -> None:
+        """After the fallback line: the rules see the failure; by default the caller goes to a person."""
+        self.signals.count("dialogue_failures")
+        firing = await self.check_rules("dialogue_failure")
+        if firing is not None:
+            await self.run_rule(firing)
+        if (firing is not None and firing.terminal) or self.handed_off:
             return
-        reply = self._reply
-        if reply is not early.reply or reply.done():
-            return  # the answer is over, its actions done: too late to take it back
-        self._continuing, self._reply = early, None
-        self._spawn(self._withdraw_reply(reply))
+        department = self.bot.escalation.failure_department or next(iter(self.bot.departments), None)
+        if department is not None:
+            await self.transfer(
+                department, {"trigger": "dialogue_failure", "reason": reason, "default": True}
+            )
 
-    async def _withdraw_reply(self, reply: asyncio.Task[None]) -> None:
-        if self.playout.playing:
-            await self.send_control("break")
-        reply.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reply
-        self.dialogue.retract()
-
-    async def _barge_in(self, event: BargeIn) -> None:
-        await self.send_control("break")
-        reply = self._reply
-        if reply is not None:
-            reply.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reply
-            self._cut_reply = self.current_reply
-        barge_in = {"onset_ms": event.onset_ms, "detected_after_ms": event.at_ms - event.onset_ms}
-        self.publish("barge_in", **barge_in)
-        await self.record.event("turns", "barge_in", barge_in)
-
-    async def _caller_turn(self, event: TurnEnded, asr: SpeculativeTranscriber, speech_end: float) -> None:
-        wall_end = time.time() - (time.monotonic() - speech_end)
-        asr_started = time.monotonic()
-        transcript, hit = await asr.final(event.audio)
-        asr_wait_ms = round((time.monotonic() - asr_started) * 1000)
-        continued, self._continuing = self._continuing, None
-        if not transcript.accepted or not transcript.text.strip():
+    async def transfer(self, department: str, reason: dict[str, Any]) -> None:
+        """Bridge the caller to a configured department; one transfer at a time, then monitor mode."""
+        if self.handed_off:
             await self.record.event(
-                "asr", "rejected", {"reason": str(transcript.rejected), "detail": transcript.detail}
+                "transfer", "ignored", {"department": department, "why": "already handed off"}
             )
             return
-        text = transcript.text.strip()
-        bot_was_speaking = self._reply is not None and not self._reply.done()
-        cut, self._cut_reply = self._cut_reply, None
-        if (bot_was_speaking or cut is not None) and is_backchannel(text):
-            # "mm-hmm" while the bot talks is not a turn; if it cut the bot, the bot picks up where it was.
-            remainder = cut.unheard() if cut is not None else ""
-            await self.record.event("turns", "backchannel", {"text": text, "resumed": bool(remainder)})
-            if remainder:
-                self._start_reply(self._say(remainder))
+        if department not in self.bot.departments:  # never a number: only what the YAML configures
+            await self.record.event("transfer", "refused", {"department": department})
             return
-        if self.handed_off:  # monitor mode: the human answers; the record and live view keep the words
-            await self.record.turn(
-                "caller", text, wall_end - (event.end_ms - event.start_ms) / 1000, ended_at=wall_end
-            )
-            self.publish("turn", role="caller", text=text, monitor=True)
-            return
-        latency = {
-            "endpoint_ms": event.at_ms - event.end_ms,
-            "early_endpoint": event.early,
-            "asr_ms": round(transcript.asr_ms),
-            "asr_wait_ms": asr_wait_ms,
-            "asr_speculative_hit": hit,
-        }
-        if continued is not None:
-            # One turn said in two parts: the record keeps one caller turn, the dialogue hears it whole.
-            text = f"{continued.text} {text}"
-            turn_id = continued.turn_id
-            await self.record.update_turn(turn_id, text=text, ended_at=wall_end, latency=latency)
-            await self.record.event("turns", "continued", {"first_part": continued.text, "text": text})
+        self.state, self.handed_off = "handed_off", True
+        await self.send_pcmo(transfer_pcmo(self, department), reason={**reason, "department": department})
+
+    async def play_hold(self, reason: dict[str, Any]) -> None:
+        """Hold music from the bot's `hold_music` URL (a PCMO play), else the hold line."""
+        if self.bot.hold_music:
+            await self.send_pcmo([play_action(self.bot.hold_music)], reason=reason)
         else:
-            duration = (event.end_ms - event.start_ms) / 1000
-            turn_id = await self.record.turn(
-                "caller", text, wall_end - duration, ended_at=wall_end, latency=latency
-            )
-        self.publish("turn", role="caller", text=text, latency_ms=latency, continued=continued is not None)
-        if self._reply is not None and not self._reply.done():
-            self._reply.cancel()  # a whole new turn from the caller supersedes what the bot was saying
-        self._start_reply(self._answer(text, speech_end, turn_id, latency))
-        if event.early and self._reply is not None:
-            self._early = EarlyTurn(event.end_ms, text, turn_id, self._reply)
+            await self.speak_fixed(self.bot.phrases.hold)
 
     # ------------------------------------------------------------------------------ replies
 
-    def _start_reply(self, coro: Awaitable[None]) -> None:
-        self._reply = self._spawn(coro)
+    @property
+    def last_audio_at(self) -> float:
+        """Monotonic time the latest caller audio arrived (the turn detector's "now")."""
+        return self._clock_mark[0]
 
-    async def _speak_fixed(self, text: str) -> None:
+    def start_reply(self, coro: Awaitable[None]) -> None:
+        """Run `coro` as what the bot says now (barge-in cancels it)."""
+        self.reply_task = self.spawn(coro)
+
+    async def speak_fixed(self, text: str) -> None:
         """A fixed line (greeting, fallback) from the phrase cache."""
         pcm = await self.runtime.phrases[self.bot_name].get_or_synthesize(text, self.runtime.executor)
         reply = SpokenReply(self, self.record)
         await reply.play_fixed(text, pcm)
 
-    async def _say(self, text: str) -> None:
+    async def say(self, text: str) -> None:
         """Speak a line that is not cached (synthesized clause by clause)."""
 
         async def one() -> AsyncIterator[str]:
             yield text
 
         await SpokenReply(self, self.record).stream(one())
-
-    async def _answer(
-        self, caller_text: str, speech_end: float, caller_turn: int | None, latency: dict[str, Any]
-    ) -> None:
-        """The dialogue's reply to one caller turn, spoken clause by clause, then its actions."""
-        started = time.monotonic()
-        actions: list[DialogueAction] = []
-        first_text: list[float] = []
-
-        async def text_deltas() -> AsyncIterator[str]:
-            async for item in self.dialogue.reply(caller_text):
-                if isinstance(item, TextDelta):
-                    if not first_text:
-                        first_text.append(time.monotonic())
-                    yield item.text
-                else:
-                    actions.append(item)
-
-        reply = SpokenReply(self, self.record)
-        try:
-            await reply.stream(text_deltas())
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("call %s: the dialogue failed; saying the fallback line", self.call_id)
-            await self.record.event("dialogue", "failure", {"caller_text": caller_text})
-            await self._speak_fixed(self.bot.phrases.fallback)
-            return
-        finally:
-            if reply.first_audio_at is not None:
-                latency.update(
-                    dialogue_first_text_ms=round((first_text[0] - started) * 1000) if first_text else None,
-                    tts_first_audio_ms=reply.first_synth_ms,
-                    response_ms=round((reply.first_audio_at - speech_end) * 1000),
-                )
-                await self.record.update_turn(caller_turn, latency=latency)
-            if reply.interrupted:
-                self.dialogue.heard(reply.said, reply.heard)
-        for action in actions:
-            await self._do(action)
-
-    async def _do(self, action: DialogueAction) -> None:
-        """Carry out a dialogue action on the call."""
-        if action.kind == "transfer" and action.department:
-            dept = self.bot.departments[action.department]
-            from_number = self.ctx.called_number or self.ctx.caller_number
-            pcmo = [
-                bridge_action(
-                    from_number, dept.numbers, timeout=dept.timeout, loop=dept.loop, ring_type=dept.ring_type
-                )
-            ]
-            self.state, self.handed_off = "handed_off", True
-            await self.send_pcmo(pcmo, reason={**action.reason, "department": action.department})
-        elif action.kind == "hangup":
-            await self.send_pcmo([hangup_action()], reason=action.reason)
-        elif action.kind == "say" and action.text:
-            await self._speak_fixed(action.text)
-        else:
-            log.warning("call %s: action %s is not supported here yet", self.call_id, action.kind)
-            await self.record.action(action.kind, {"unsupported": True}, action.reason)
 
     # ------------------------------------------------------------------------------ outbound
 
@@ -446,7 +305,8 @@ class CallSession:
                 log.info("call %s: send failed (%s); socket considered closed", self.call_id, exc)
                 self.socket_open = False
 
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+    def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        """A task of this call: cancelled when the call closes, its failure logged."""
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)

@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+import httpx
+import openai
+
 from agent.bus import Bus
 from agent.config import Settings
+from agent.dialogue.base import CallContext, Dialogue
+from agent.dialogue.llm import LLMDialogue, make_client
+from agent.dialogue.scripted import ScriptedDialogue, ToolRunner
+from agent.dialogue.tools import ToolBox
+from agent.escalation.rules import CompiledRule, compile_rules
 from agent.loop_lag import LoopLagMonitor
 from agent.security import StreamTokens, resolve_secret
 from agent.store import Store
@@ -46,6 +54,12 @@ class Runtime:
     draining: bool = False
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     bus: Bus = field(default_factory=Bus)
+    tool_http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
+    """One connection pool for every call's HTTP tools."""
+    rules: dict[str, list[CompiledRule]] = field(default_factory=dict)
+    """Each bot's escalation rules, compiled once."""
+    llm: openai.AsyncOpenAI | None = None
+    """The LLM endpoint's client, shared by all calls; None: bots answer from their YAML scripts."""
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -76,20 +90,34 @@ class Runtime:
             model = await executor.run(load_whisper, whisper_model_dir(bot.asr_model, data_dir / "models"))
             language = bot.language if model.model.is_multilingual else "en"
             transcribers[name] = Transcriber(
-                model, executor, sample_rate_in=bot.stream.voice_quality, language=language
-            )
+                model, executor, sample_rate_in=bot.stream.voice_quality, language=language,
+                window_s=bot.asr_window_s,
+            )  # fmt: skip
         log.info(
             "models loaded and %d bots' phrases cached in %.2fs", len(phrases), time.perf_counter() - started
         )
         if service.llm.base_url is None:
             log.info("no LLM endpoint configured: bots answer from their YAML scripts")
+        else:
+            log.info("dialogue: LLM %s at %s", service.llm.model, service.llm.base_url)
         recordings = settings.path(service.storage.recordings_dir)
         recordings.mkdir(parents=True, exist_ok=True)
         runtime = cls(
             settings, store, tokens, webhook_secret, executor, phrases, synths, transcribers, recordings
         )
+        runtime.rules = {name: compile_rules(bot) for name, bot in settings.bots.items()}
+        if service.llm.base_url is not None:
+            runtime.llm = make_client(service.llm)
         runtime.loop_lag.start()
         return runtime
+
+    def new_dialogue(self, ctx: CallContext, toolbox: ToolBox, *, run_tool: ToolRunner) -> Dialogue:
+        """A call's dialogue: the LLM when an endpoint is configured, else the bot's YAML script."""
+        if self.llm is not None:
+            return LLMDialogue(
+                ctx, self.settings.service.llm, client=self.llm, toolbox=toolbox, run_tool=run_tool
+            )
+        return ScriptedDialogue(ctx, run_tool=run_tool)
 
     async def stop(self, *, deadline_s: float = 10.0) -> None:
         """Let live calls end (up to a deadline), then close them and release everything."""
@@ -101,6 +129,9 @@ class Runtime:
         for session in list(self.sessions.values()):
             await session.close("shutdown")
         await self.loop_lag.stop()
+        await self.tool_http.aclose()
+        if self.llm is not None:
+            await self.llm.close()
         await self.store.close()
         self.executor.shutdown()
 

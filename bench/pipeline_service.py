@@ -41,9 +41,15 @@ class BenchBot:
     number: str
     turn_taking: dict[str, Any]
     probe: bool = False  # the ASR probe: no intents, answers everything with a short line
+    asr_window_s: float | None = None  # None: as shipped
 
 
-BASELINE = BenchBot("segmented_baseline", "918040009800", {"end_silence_ms": 800, "speculative_asr": False})
+BASELINE = BenchBot(
+    "segmented_baseline",
+    "918040009800",
+    {"end_silence_ms": 800, "speculative_asr": False, "semantic_endpoint": False},
+    asr_window_s=30.0,  # faster-whisper as Pipecat and LiveKit call it: Whisper's own 30 s window
+)
 ASR_PROBE = BenchBot("asr_probe", "918040009900", {}, probe=True)
 
 
@@ -89,12 +95,13 @@ def write_config(directory: Path, bots: list[BenchBot], *, shipped: bool = True)
 
 
 def _bot_yaml(source: dict[str, Any], bot: BenchBot) -> dict[str, Any]:
+    window = {} if bot.asr_window_s is None else {"asr_window_s": bot.asr_window_s}
     if not bot.probe:
-        return {**source, "turn_taking": dict(bot.turn_taking)}
+        return {**source, **window, "turn_taking": dict(bot.turn_taking)}
     # Everything that could end or redirect the call (intents, transfers, rules) is left out, and the
     # reply is short, so prompt after prompt can be spoken into one call.
     keep = ("name", "language", "voice", "asr_model", "stream", "turn_taking")
-    probe = {key: source[key] for key in keep if key in source}
+    probe = {key: source[key] for key in keep if key in source} | window
     probe["greeting"] = "Hello."
     probe["phrases"] = {"rephrase": "Pardon?"}
     if bot.turn_taking:

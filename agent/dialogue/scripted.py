@@ -106,6 +106,33 @@ class IntentMatcher:
         return best
 
 
+_SPOKEN_DIGITS = {
+    "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4", "for": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
+}  # fmt: skip
+
+
+def digits_in(text: str) -> str:
+    """The digits a caller said or keyed, in order: "it's 4 5 1, two three" → "45123".
+
+    A run of spoken digit words counts only when it holds three digits or more ("for" or "one" alone
+    are words); written digits always count.
+    """
+    out: list[str] = []
+    run: list[str] = []
+    written = False
+    for token in [*re.findall(r"[a-z]+|\d+", text.lower()), "."]:
+        digit = token if token.isdigit() else _SPOKEN_DIGITS.get(token)
+        if digit is not None:
+            run.append(digit)
+            written = written or token.isdigit()
+            continue
+        if written or len("".join(run)) >= 3:
+            out.extend(run)
+        run, written = [], False
+    return "".join(out)
+
+
 class TemplateError(KeyError):
     """A reply names a variable that has no value."""
 
@@ -138,13 +165,21 @@ class ScriptedDialogue:
         self.run_tool = run_tool
         self.understanding = Understanding()
         self.last_reply = ""
-        self._before_last: tuple[Understanding, str] = (self.understanding, self.last_reply)
+        self.pending: Intent | None = None  # asked for a missing value; the next turn may complete it
+        self._before_last: tuple[Understanding, str, Intent | None] = (self.understanding, "", None)
 
     async def reply(self, caller_text: str) -> AsyncIterator[ReplyItem]:
         """Match, run the intent's tools, speak its reply, then hand over its other actions."""
         phrases = self.ctx.bot.phrases
-        self._before_last = (self.understanding, self.last_reply)
+        self._before_last = (self.understanding, self.last_reply, self.pending)
         found = self.matcher.match(caller_text)
+        pending, self.pending = self.pending, None
+        if (
+            pending is not None
+            and (found is None or found.intent.name == pending.name)
+            and digits_in(caller_text)
+        ):
+            found = Match(pending, 1.0, "pending")  # "It's 4 5 1 2 3." answers "What's your order number?"
         if found is None:
             misses = self.understanding.misunderstood_in_a_row + 1
             self.understanding = Understanding(misunderstood=True, misunderstood_in_a_row=misses)
@@ -154,15 +189,23 @@ class ScriptedDialogue:
         intent = found.intent
         self.understanding = Understanding(intent=intent.name, confidence=found.score)
         reason = {"intent": intent.name, "confidence": found.score, "matched_by": found.via}
-        variables = self.ctx.variables()
+        variables = {**self.ctx.variables(), "caller_text": caller_text, "digits": digits_in(caller_text)}
         tools: dict[str, Any] = {}
         for spec in intent.actions:
             if spec.tool is None:
                 continue
-            yield DialogueAction(kind="tool", tool=spec.tool, args=spec.args, reason=reason)
+            args = {
+                k: render(v, variables) if isinstance(v, str) else v for k, v in (spec.args or {}).items()
+            }
+            if intent.ask and any(v == "" for v in args.values()):
+                self.pending = intent  # a value is missing: ask for it, finish on the next turn
+                self.last_reply = intent.ask
+                yield TextDelta(intent.ask)
+                return
+            yield DialogueAction(kind="tool", tool=spec.tool, args=args, reason=reason)
             if self.run_tool is None:
                 raise RuntimeError(f"intent {intent.name} needs tool {spec.tool}, and no tool runner is set")
-            tools[spec.tool] = await self.run_tool(spec.tool, dict(spec.args or {}))
+            tools[spec.tool] = await self.run_tool(spec.tool, args)
         if intent.reply:
             text = render(intent.reply, {**variables, "tool": tools})
             self.last_reply = text
@@ -177,4 +220,4 @@ class ScriptedDialogue:
 
     def retract(self) -> None:
         """The last turn comes again whole: undo what it did to the miss count and the last reply."""
-        self.understanding, self.last_reply = self._before_last
+        self.understanding, self.last_reply, self.pending = self._before_last

@@ -100,7 +100,7 @@ def test_duplicate_keys_are_errors(project: Path) -> None:
 
 def test_bad_regex_and_action_shape(project: Path) -> None:
     bot = project / "prompts" / "order_line.yaml"
-    edit(bot, r"patterns: ['\b\d{5,10}\b']", "patterns: ['(unclosed']")
+    edit(bot, r"patterns: ['\b\d{5,10}\b', '^\[keypad\]']", "patterns: ['(unclosed']")
     edit(bot, "      - transfer: returns\n", "      - transfer: returns\n        hangup: true\n")
     found = problems(project)
     assert any("intents[0].patterns: bad regular expression" in p for p in found)

@@ -96,7 +96,7 @@ async def test_tool_results_fill_the_reply() -> None:
     items = await collect(
         ScriptedDialogue(ctx("support_desk"), run_tool=run_tool), "check my account balance"
     )
-    assert calls == [("account_balance", {})]
+    assert calls == [("account_balance", {"phone": "919876543210"})]  # {caller_number} filled in
     assert isinstance(items[0], DialogueAction) and items[0].kind == "tool"
     assert items[1] == TextDelta("Your available balance is 12,500 rupees.")
 

@@ -53,6 +53,13 @@ async def orders(backend: FakeToolBackend) -> AsyncIterator[ToolBox]:
             result="Ticket {ticket_id} is open.",
         ),
         HttpTool(
+            name="any_order",
+            description="Order status by any id (no pattern in its schema).",
+            parameters={"type": "object", "properties": {"order_id": {"type": "string"}}},
+            url=f"{backend.base_url}/orders/{{order_id}}",
+            result="Order {order_id} is {status}.",
+        ),
+        HttpTool(
             name="broken",
             description="Answers a JSON list.",
             url=f"{backend.base_url}/not-json",
@@ -126,7 +133,7 @@ async def test_an_order_lookup(orders: ToolBox, backend: FakeToolBackend) -> Non
 
 async def test_arguments_are_url_encoded(orders: ToolBox, backend: FakeToolBackend) -> None:
     with pytest.raises(ToolError) as error:
-        await orders.run("order_status", {"order_id": "../accounts/1 x?y=#"})
+        await orders.run("any_order", {"order_id": "../accounts/1 x?y=#"})
     assert (error.value.kind, error.value.status) == ("http_status", 404)
     assert backend.requests[-1].raw_path == "/orders/..%2Faccounts%2F1%20x%3Fy%3D%23"
 
@@ -135,6 +142,7 @@ async def test_bad_arguments_never_reach_the_backend(orders: ToolBox, backend: F
     before = len(backend.requests)
     for args, where in (
         ({}, "'order_id' is a required property"),
+        ({"order_id": "../accounts/1"}, "does not match"),  # the shipped schema: digits only
         ({"order_id": 12345}, "order_id: 12345 is not"),
     ):
         with pytest.raises(ToolError, match=where) as error:

@@ -1,0 +1,223 @@
+"""Caller turns on a call: what the turn detector's events mean for the conversation.
+
+Speculative ASR at pauses, semantic endpointing (a whole sentence ends the turn at its pause), a
+caller who goes on after such an early end (one turn, and the bot takes back what it started),
+barge-in (break, cancel, what was heard), backchannels (the bot resumes), monitor mode after a
+handoff, and the caller turn record with its latencies, before the answer starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent.bus import PublishingTranscriber
+from pipelines.asr import SpeculativeTranscriber, Transcript
+from pipelines.turns import BargeIn, SpeechPaused, SpeechStarted, TurnDiscarded, TurnEnded, TurnEvent
+from pipelines.utterance import is_backchannel, looks_complete
+
+if TYPE_CHECKING:
+    from agent.call import CallSession
+    from agent.speech import SpokenReply
+
+
+@dataclass(frozen=True)
+class EarlyTurn:
+    """A caller turn ended early (semantic endpointing) and being answered: it may yet go on."""
+
+    end_ms: int
+    text: str
+    turn_id: int | None
+    reply: asyncio.Task[None]
+
+
+class CallerTurns:
+    """Turn events of one call, in order (see the module docstring)."""
+
+    def __init__(self, session: CallSession) -> None:
+        self.session = session
+        self.asr = self._new_asr()
+        self._early: EarlyTurn | None = None  # the last turn, if ended early and answered: may go on
+        self._continuing: EarlyTurn | None = None  # ...and the caller did go on: the next turn joins it
+        self._cut_reply: SpokenReply | None = None  # cut by a barge-in that may turn out to be "mm-hmm"
+
+    def _new_asr(self) -> SpeculativeTranscriber:
+        s = self.session
+        return SpeculativeTranscriber(PublishingTranscriber(s.runtime.transcribers[s.bot_name], s.publish))
+
+    def cancel(self) -> None:
+        """The call ends: drop any transcription in flight."""
+        self.asr.cancel()
+
+    def on_event(self, event: TurnEvent, now: float) -> None:
+        s = self.session
+        if isinstance(event, SpeechStarted):
+            s.publish("speech.started", onset_ms=event.onset_ms)
+            self._check_continuation(event)
+        elif isinstance(event, SpeechPaused):
+            if s.bot.turn_taking.speculative_asr:
+                speculation = self.asr.speculate(event.audio)
+                if s.bot.turn_taking.semantic_endpoint and speculation is not None:
+                    s.spawn(self._end_if_complete(s.turns.turns_begun, speculation))
+        elif isinstance(event, TurnDiscarded):
+            self.asr.cancel()
+        elif isinstance(event, BargeIn):
+            if s.reply_task is not None and not s.reply_task.done() and s.playout.playing:
+                s.spawn(self._barge_in(event))
+        elif isinstance(event, TurnEnded):
+            # When the caller actually stopped talking, on our clock.
+            speech_end = now - (event.at_ms - event.end_ms) / 1000
+            asr, self.asr = self.asr, self._new_asr()
+            s.spawn(self._caller_turn(event, asr, speech_end))
+
+    async def _end_if_complete(self, turn: int, speculation: asyncio.Task[Transcript]) -> None:
+        """Semantic endpointing: end the paused turn as soon as its speculative text reads as whole."""
+        s = self.session
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            transcript = await asyncio.shield(speculation)
+            if s.handed_off or not (transcript.accepted and looks_complete(transcript.text)):
+                return  # (monitor mode answers nothing: no reason to cut turns short)
+            # Still the same turn, still paused on the audio this speculation heard?
+            if s.closed or s.turns.turns_begun != turn or self.asr.speculation is not speculation:
+                return
+            event = s.turns.end_turn()
+            if event is None:
+                if not s.turns.in_turn:
+                    self.asr.cancel()  # too short to be a turn
+                return
+            self.on_event(event, s.last_audio_at)
+
+    def _check_continuation(self, event: SpeechStarted) -> None:
+        """The caller spoke again soon after a turn that ended early: they had not finished."""
+        s = self.session
+        early, self._early = self._early, None
+        if early is None or event.onset_ms - early.end_ms >= s.bot.turn_taking.end_silence_ms:
+            return
+        reply = s.reply_task
+        if reply is not early.reply or reply.done():
+            return  # the answer is over, its actions done: too late to take it back
+        self._continuing, s.reply_task = early, None
+        s.spawn(self._withdraw_reply(reply))
+
+    async def _withdraw_reply(self, reply: asyncio.Task[None]) -> None:
+        s = self.session
+        if s.playout.playing:
+            await s.send_control("break")
+        reply.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reply
+        s.dialogue.retract()
+
+    async def _barge_in(self, event: BargeIn) -> None:
+        s = self.session
+        await s.send_control("break")
+        reply = s.reply_task
+        if reply is not None:
+            reply.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reply
+            self._cut_reply = s.current_reply
+        s.signals.count("barge_ins")
+        barge_in = {"onset_ms": event.onset_ms, "detected_after_ms": event.at_ms - event.onset_ms}
+        s.publish("barge_in", **barge_in)
+        await s.record.event("turns", "barge_in", barge_in)
+
+    async def _caller_turn(self, event: TurnEnded, asr: SpeculativeTranscriber, speech_end: float) -> None:
+        s = self.session
+        wall_end = time.time() - (time.monotonic() - speech_end)
+        asr_started = time.monotonic()
+        transcript, hit = await asr.final(event.audio)
+        asr_wait_ms = round((time.monotonic() - asr_started) * 1000)
+        continued, self._continuing = self._continuing, None
+        if not transcript.accepted or not transcript.text.strip():
+            await s.record.event(
+                "asr", "rejected", {"reason": str(transcript.rejected), "detail": transcript.detail}
+            )
+            return
+        text = transcript.text.strip()
+        bot_was_speaking = s.reply_task is not None and not s.reply_task.done()
+        cut, self._cut_reply = self._cut_reply, None
+        if (bot_was_speaking or cut is not None) and is_backchannel(text):
+            # "mm-hmm" while the bot talks is not a turn; if it cut the bot, the bot picks up where it was.
+            remainder = cut.unheard() if cut is not None else ""
+            await s.record.event("turns", "backchannel", {"text": text, "resumed": bool(remainder)})
+            if remainder:
+                s.start_reply(s.say(remainder))
+            return
+        if s.handed_off:  # monitor mode: the human answers; the record and live view keep the words
+            await s.record.turn(
+                "caller", text, wall_end - (event.end_ms - event.start_ms) / 1000, ended_at=wall_end
+            )
+            s.publish("turn", role="caller", text=text, monitor=True)
+            return
+        latency = {
+            "endpoint_ms": event.at_ms - event.end_ms,
+            "early_endpoint": event.early,
+            "asr_ms": round(transcript.asr_ms),
+            "asr_wait_ms": asr_wait_ms,
+            "asr_speculative_hit": hit,
+        }
+        if continued is not None:
+            # One turn said in two parts: the record keeps one caller turn, the dialogue hears it whole.
+            text = f"{continued.text} {text}"
+            turn_id = continued.turn_id
+            await s.record.update_turn(turn_id, text=text, ended_at=wall_end, latency=latency)
+            await s.record.event("turns", "continued", {"first_part": continued.text, "text": text})
+        else:
+            duration = (event.end_ms - event.start_ms) / 1000
+            turn_id = await s.record.turn(
+                "caller", text, wall_end - duration, ended_at=wall_end, latency=latency
+            )
+        s.publish("turn", role="caller", text=text, latency_ms=latency, continued=continued is not None)
+        reply = await self._respond(text, turn_id, speech_end, latency, level_dbfs=transcript.level_dbfs)
+        if event.early and reply is not None:
+            self._early = EarlyTurn(event.end_ms, text, turn_id, reply)
+
+    async def keypad(self, digits: str) -> None:
+        """Keypad digits: a caller turn of their own (IVR enhancement), answered like speech."""
+        s = self.session
+        text = f"[keypad] {digits}"
+        now = time.time()
+        latency: dict[str, Any] = {"source": "dtmf"}
+        turn_id = await s.record.turn("caller", text, now, ended_at=now, latency=latency)
+        s.publish("turn", role="caller", text=text, dtmf=True)
+        await self._respond(text, turn_id, time.monotonic(), latency, level_dbfs=None)
+
+    async def _respond(
+        self,
+        text: str,
+        turn_id: int | None,
+        speech_end: float,
+        latency: dict[str, Any],
+        *,
+        level_dbfs: float | None,
+    ) -> asyncio.Task[None] | None:
+        """Signals and rules first (a rule may take the call over), then the dialogue's answer."""
+        s = self.session
+        scripted = s.runtime.llm is None  # an LLM answers anything: only a script can miss
+        turn = s.signals.caller_turn(text, level_dbfs=level_dbfs, understood=None if scripted else True)
+        snapshot = s.signals.snapshot()
+        stored = {k: v for k, v in asdict(turn).items() if k != "text"} | {
+            "sentiment_rolling": snapshot["sentiment.rolling"],
+            "sentiment_trend": snapshot["sentiment.trend"],
+            "misunderstood_in_a_row": snapshot["misunderstood_in_a_row"],
+        }
+        await s.record.update_turn(turn_id, signals=stored)
+        s.publish("signals", turn_id=turn_id, **stored)
+        if s.reply_task is not None and not s.reply_task.done():
+            s.reply_task.cancel()  # a whole new turn from the caller supersedes what the bot was saying
+        firing = await s.check_rules("turn")
+        if firing is not None and firing.terminal:
+            s.start_reply(s.run_rule(firing))
+            return None
+
+        async def rule_then_answer() -> None:
+            if firing is not None:
+                await s.run_rule(firing)
+            await s.answerer.answer(text, speech_end, turn_id, latency)
+
+        s.start_reply(rule_then_answer())
+        return s.reply_task
