@@ -65,6 +65,13 @@ class TurnTaking(Strict):
     pause_ms: int = Field(
         default=160, ge=60, le=1000, description="A pause this long starts a speculative transcription."
     )
+    silence_timeout_s: float = Field(
+        default=8.0,
+        ge=2.0,
+        le=120.0,
+        description="The caller saying nothing this long after the bot finished is a silence timeout: "
+        "a signal for the rules; without a rule that acts on it, the bot asks if they are still there.",
+    )
     semantic_endpoint: bool = Field(
         default=True,
         description="End the turn at a pause as soon as its speculative text reads as a whole sentence, "
@@ -100,26 +107,20 @@ class Phrases(Strict):
     rephrase: str = "Sorry, I didn't quite get that. Could you say it another way?"
     goodbye: str = "Thank you for calling. Goodbye!"
     filler: str = "Let me check that for you."
+    still_there: str = "Are you still there?"
+    unanswered: str = "Sorry, nobody is free to take your call right now. Please call again later. Goodbye."
 
     def all(self) -> list[str]:
         """Every phrase, for the phrase cache."""
-        return [self.hold, self.handoff, self.fallback, self.rephrase, self.goodbye, self.filler]
-
-
-class Department(Strict):
-    """Humans a call can be handed to."""
-
-    description: str = ""
-    numbers: list[str] = Field(min_length=1)
-    ring_type: Literal["group"] | None = None
-    timeout: int = Field(default=40, ge=5, le=300, description="Seconds each number rings.")
-    loop: int = Field(default=1, ge=1, le=10)
-    intents: list[str] = Field(default_factory=list, description="Caller intents routed here.")
-
-    @field_validator("numbers", mode="before")
-    @classmethod
-    def _numbers(cls, value: Any) -> Any:
-        return [_phone(v) for v in value] if isinstance(value, list) else value
+        return [
+            self.hold,
+            self.handoff,
+            self.fallback,
+            self.rephrase,
+            self.goodbye,
+            self.filler,
+            self.still_there,
+        ]
 
 
 class ActionSpec(Strict):
@@ -161,6 +162,27 @@ class ActionSpec(Strict):
             if getattr(self, k) is not None:
                 return k
         return "hold_music" if self.hold_music else "hangup"
+
+
+class Department(Strict):
+    """Humans a call can be handed to."""
+
+    description: str = ""
+    numbers: list[str] = Field(min_length=1)
+    ring_type: Literal["group"] | None = None
+    timeout: int = Field(default=40, ge=5, le=300, description="Seconds each number rings.")
+    loop: int = Field(default=1, ge=1, le=10)
+    intents: list[str] = Field(default_factory=list, description="Caller intents routed here.")
+    if_unanswered: list[ActionSpec] = Field(
+        default_factory=list,
+        description="When nobody answers the transfer (or it fails): e.g. transfer to another department, "
+        "or say a line and hang up. Default: the `unanswered` phrase, then hang up.",
+    )
+
+    @field_validator("numbers", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return [_phone(v) for v in value] if isinstance(value, list) else value
 
 
 class Intent(Strict):
@@ -318,6 +340,9 @@ class BotConfig(Strict):
                     problems.append((("departments", name, "intents", j), f"no intent named {intent_name!r}"))
         for i, intent in enumerate(self.intents):
             problems += self._action_problems(("intents", i, "actions"), intent.actions, tools)
+        for name, dept in self.departments.items():
+            loc: tuple[str | int, ...] = ("departments", name, "if_unanswered")
+            problems += self._action_problems(loc, dept.if_unanswered, tools)
         for i, rule in enumerate(self.escalation.rules):
             problems += self._action_problems(("escalation", "rules", i, "then"), rule.then, tools)
             problems += [(("escalation", "rules", i, "when"), p) for p in self._condition_problems(rule.when)]

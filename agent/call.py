@@ -13,9 +13,10 @@ import logging
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from agent.bot import BotConfig
+from agent.bot import ActionSpec, BotConfig
 from agent.call_answer import Answerer, transfer_pcmo
 from agent.call_record import CallRecord
 from agent.call_turns import CallerTurns
@@ -42,6 +43,21 @@ from pipelines.playout import Playout
 from pipelines.turns import TurnDetector
 
 log = logging.getLogger(__name__)
+
+ANSWERED = frozenset({"out_answered", "out_bridged", "answered"})
+FAILED = frozenset({"hangup", "missed", "busy", "failed", "no_answer", "noanswer", "rejected"})
+TRANSFER_GRACE_S = 5.0
+"""Beyond the department's ring time (timeout × loop), how long to wait for its answer event."""
+
+
+@dataclass
+class Transfer:
+    """The transfer in flight, and how it ended (None: ringing)."""
+
+    department: str
+    started_at: float
+    outcome: str | None = None
+
 
 SendText = Callable[[str], Awaitable[None]]
 
@@ -86,6 +102,7 @@ class CallSession:
         self.reframer = Reframer(self.sample_rate)
         self.turns = TurnDetector(self.sample_rate, bot.turn_taking.turn_config())
         self.caller_turns = CallerTurns(self)
+        self.transfer_state: Transfer | None = None
         self.signals = SignalTracker(IntentMatcher(bot.intents), language=bot.language)
         self.escalation = RuleState(runtime.rules[bot_name])
         self._frame_samples = self.reframer.frame_bytes // 2
@@ -167,6 +184,7 @@ class CallSession:
                 self.turns.feed_reference(self.playout.audio_at(now, self._frame_samples))
             for event in self.turns.feed(frame):
                 self.caller_turns.on_event(event, now)
+        self.caller_turns.tick(now)
 
     async def on_text(self, message: StreamMetadata | UnknownText) -> None:
         """A text frame: a call UUID or metadata is kept; junk is logged and kept, never fatal."""
@@ -182,7 +200,16 @@ class CallSession:
             await self.record.event("stream", "junk_text", {"text": message.text})
 
     async def on_platform_event(self, event: CallEvent) -> None:
-        """A PIOPIY event for this call (already stored by the webhook)."""
+        """A PIOPIY event for this call (already stored by the webhook); leg b tells a transfer's fate."""
+        transfer = self.transfer_state
+        if event.leg == "b" and transfer is not None and transfer.outcome is None:
+            if event.status_lower in ANSWERED:
+                transfer.outcome = "answered"
+                await self.record.event("transfer", "answered", {"department": transfer.department})
+                self.publish("transfer.answered", department=transfer.department)
+            elif event.status_lower in FAILED:
+                await self._transfer_failed(event.status_lower)
+            return
         if event.status_lower == "hangup":
             self.hangup_seen = True
 
@@ -237,7 +264,37 @@ class CallSession:
             await self.record.event("transfer", "refused", {"department": department})
             return
         self.state, self.handed_off = "handed_off", True
+        dept = self.bot.departments[department]
+        self.transfer_state = Transfer(department, time.monotonic())
         await self.send_pcmo(transfer_pcmo(self, department), reason={**reason, "department": department})
+        # Nobody answering is known from the events (leg b), or from the ring time running out.
+        self.spawn(self._transfer_watch(self.transfer_state, dept.timeout * dept.loop + TRANSFER_GRACE_S))
+
+    async def _transfer_watch(self, transfer: Transfer, limit_s: float) -> None:
+        await asyncio.sleep(limit_s)
+        if self.transfer_state is transfer and transfer.outcome is None:
+            await self._transfer_failed("no_answer")
+
+    async def _transfer_failed(self, why: str) -> None:
+        """The transfer failed or nobody answered: the department's `if_unanswered`, else apology + hangup."""
+        transfer = self.transfer_state
+        if transfer is None or transfer.outcome is not None:
+            return
+        transfer.outcome = why
+        self.signals.count("transfer_failures")
+        info = {"department": transfer.department, "why": why}
+        await self.record.event("transfer", "failed", info)
+        self.publish("transfer.failed", **info)
+        self.state, self.handed_off = "listening", False  # the caller is ours again
+        actions = self.bot.departments[transfer.department].if_unanswered
+        specs = actions or [ActionSpec(say=self.bot.phrases.unanswered), ActionSpec(hangup=True)]
+        reason = {"trigger": "transfer_failed", **info}
+
+        async def fallback() -> None:
+            for spec in specs:
+                await self.answerer.do(DialogueAction.from_spec(spec, reason))
+
+        self.start_reply(fallback())
 
     async def play_hold(self, reason: dict[str, Any]) -> None:
         """Hold music from the bot's `hold_music` URL (a PCMO play), else the hold line."""

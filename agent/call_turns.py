@@ -43,10 +43,31 @@ class CallerTurns:
         self._early: EarlyTurn | None = None  # the last turn, if ended early and answered: may go on
         self._continuing: EarlyTurn | None = None  # ...and the caller did go on: the next turn joins it
         self._cut_reply: SpokenReply | None = None  # cut by a barge-in that may turn out to be "mm-hmm"
+        self._active_at = time.monotonic()  # the bot or the caller was last doing something
 
     def _new_asr(self) -> SpeculativeTranscriber:
         s = self.session
         return SpeculativeTranscriber(PublishingTranscriber(s.runtime.transcribers[s.bot_name], s.publish))
+
+    def tick(self, now: float) -> None:
+        """Every batch of caller audio: count a silence timeout when nobody has said anything for long."""
+        s = self.session
+        busy = s.playout.playing or s.turns.in_turn or (s.reply_task is not None and not s.reply_task.done())
+        if busy or s.handed_off or s.closed:
+            self._active_at = now
+        elif now - self._active_at >= s.bot.turn_taking.silence_timeout_s:
+            self._active_at = now
+            s.spawn(self._silence_timeout())
+
+    async def _silence_timeout(self) -> None:
+        s = self.session
+        s.signals.count("silence_timeouts")
+        await s.record.event("turns", "silence_timeout", {"count": s.signals.counters["silence_timeouts"]})
+        firing = await s.check_rules("silence")
+        if firing is not None:
+            s.start_reply(s.run_rule(firing))
+        else:
+            s.start_reply(s.speak_fixed(s.bot.phrases.still_there))
 
     def cancel(self) -> None:
         """The call ends: drop any transcription in flight."""

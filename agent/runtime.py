@@ -93,6 +93,12 @@ class Runtime:
                 model, executor, sample_rate_in=bot.stream.voice_quality, language=language,
                 window_s=bot.asr_window_s,
             )  # fmt: skip
+            # One real decode now (the bot's own greeting, at the call rate): the first caller turn
+            # then pays no first-run cost (buffer allocation, lazy initialisation in CTranslate2).
+            greeting = cache.get(bot.greeting)
+            if greeting is not None:
+                warm = await transcribers[name].transcribe(greeting)
+                log.info("bot %s: ASR warmed in %.0f ms (%r)", name, warm.asr_ms, warm.text[:40])
         log.info(
             "models loaded and %d bots' phrases cached in %.2fs", len(phrases), time.perf_counter() - started
         )

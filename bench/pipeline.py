@@ -43,6 +43,7 @@ from bench.pipeline_asr import (
     wer_report,
 )
 from bench.pipeline_calls import Conversation, converse, questions_for, speak_prompts
+from bench.pipeline_llm import llm_phase
 from bench.pipeline_load import Sampler, concurrency_level, idle_memory, knee, memory_per_call
 from bench.pipeline_service import (
     ASR_PROBE,
@@ -167,7 +168,10 @@ def run(quick: bool = False, deep: bool = False) -> dict[str, Any]:
                 latency, machine = asyncio.run(_latency_phase(svc, plan, tuning_bots))
             with phase("asr_in_pipeline"):
                 live = asyncio.run(_asr_phase(svc, asr_set, plan.asr_calls, shipped_ms))
+        with phase("llm_dialogue"):
+            llm = llm_phase(root, plan.calls_per_arm, plan.latency_questions)
     figures = compile_figures(plan, latency, machine, splits, asr_set, live, offline.select(asr_set), load)
+    figures["llm_dialogue"] = llm
     if plan.offline_corpus:
         figures["asr_accuracy"]["turn_cut_offline_all_prompts"] = turn_cut_report(corpus, offline)
     figures["_phases_s"] = phase.seconds

@@ -65,6 +65,13 @@ def summary(f: dict[str, Any]) -> list[str]:
     knee = f["concurrency"]["knee"]
     lines.append("calls " + " | ".join(cells))
     lines.append(f"  within budget up to {knee['calls_within']} calls; past it: {knee['limited_by']}")
+    if llm := f.get("llm_dialogue"):
+        lines.append(
+            f"LLM dialogue ({llm['ttft_s'] * 1000:.0f} ms TTFT): response p50/p95 "
+            f"{_ms(llm['response_ms']['p50'])}/{_ms(llm['response_ms']['p95'])} ms, dialogue first text p50 "
+            f"{_ms(llm['dialogue_first_text_ms']['p50'])} ms = {llm['dialogue_share_of_response_p50']:.0%} "
+            f"of the response ({llm['answered']} turns)"
+        )
     mem = f["memory"]
     lines.append(
         f"memory: {mem['rss_mb_idle_models_loaded']} MB with models loaded, "

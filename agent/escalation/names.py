@@ -24,6 +24,7 @@ SIGNALS: dict[str, str] = {
     "dialogue_failures": "times the dialogue failed (LLM down, slow, broken; script errors)",
     "tool_failures": "tool calls that failed or timed out",
     "silence_timeouts": "times the caller said nothing for too long",
+    "transfer_failures": "transfers nobody answered or that failed",
     "duration_s": "seconds since the call started",
     "language": "the caller's language",
 }

@@ -46,7 +46,7 @@ FRUSTRATION = re.compile(
 )
 COUNTERS = (
     "turns", "misunderstood", "misunderstood_in_a_row", "barge_ins", "dialogue_failures", "tool_failures",
-    "silence_timeouts", "frustration_count",
+    "silence_timeouts", "transfer_failures", "frustration_count",
 )  # fmt: skip
 _CLOSING_THANKS = re.compile(r"[,.]?\s*(?:thanks|thank you)[.!]?\s*$", re.IGNORECASE)
 
