@@ -9,14 +9,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
 import openai
 
 from agent.bus import Bus
-from agent.config import Settings
+from agent.config import ServerConfig, Settings, load_settings
 from agent.dialogue.base import CallContext, Dialogue
 from agent.dialogue.llm import LLMDialogue, make_client
 from agent.dialogue.scripted import ScriptedDialogue, ToolRunner
@@ -56,6 +56,8 @@ class Runtime:
     bus: Bus = field(default_factory=Bus)
     tool_http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
     """One connection pool for every call's HTTP tools."""
+    file_server: ServerConfig | None = None
+    """The server settings as config.yaml gave them at start-up (reload compares with these)."""
     rules: dict[str, list[CompiledRule]] = field(default_factory=dict)
     """Each bot's escalation rules, compiled once."""
     llm: openai.AsyncOpenAI | None = None
@@ -112,6 +114,7 @@ class Runtime:
             settings, store, tokens, webhook_secret, executor, phrases, synths, transcribers, recordings
         )
         runtime.rules = {name: compile_rules(bot) for name, bot in settings.bots.items()}
+        runtime.file_server = service.server.model_copy()
         if service.llm.base_url is not None:
             runtime.llm = make_client(service.llm)
         runtime.loop_lag.start()
@@ -140,6 +143,52 @@ class Runtime:
             await self.llm.close()
         await self.store.close()
         self.executor.shutdown()
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read config.yaml and the bots' YAML without dropping a call.
+
+        Raises ConfigError (file, line and key of each problem) and changes nothing when the new files
+        are invalid. Otherwise new calls get the new bots; live calls keep their bot (they started with
+        its script) but take the new escalation rules at their next turn. Changes that need models or
+        sockets set up again (a bot added or removed, its voice, ASR model, sample rate, or server and
+        storage settings) are listed under `restart_needed` and take effect after a restart.
+        """
+        new = load_settings(self.settings.config_path)
+        restart: list[str] = []
+        for name in sorted(set(new.bots) ^ set(self.settings.bots)):
+            restart.append(f"bot {name} {'added' if name in new.bots else 'removed'}")
+        for name in sorted(set(new.bots) & set(self.settings.bots)):
+            old, bot = self.settings.bots[name], new.bots[name]
+            for key in ("voice", "asr_model", "asr_window_s", "language"):
+                if getattr(old, key) != getattr(bot, key):
+                    restart.append(f"bot {name}: {key}")
+            if old.stream.voice_quality != bot.stream.voice_quality:
+                restart.append(f"bot {name}: stream.voice_quality")
+        if self.file_server is not None and self.file_server != new.service.server:
+            restart.append("server")  # compared with the file as loaded (public_url may be set at run time)
+        for key in ("storage", "security"):
+            if getattr(self.settings.service, key) != getattr(new.service, key):
+                restart.append(key)
+        reloaded = [
+            n
+            for n in new.bots
+            if n in self.settings.bots and not any(r.startswith(f"bot {n}") for r in restart)
+        ]
+        for name in reloaded:
+            bot = new.bots[name]
+            await self.phrases[name].warm(bot.fixed_phrases(), self.executor)
+            self.settings.bots[name] = bot
+            self.settings.files[name] = new.files[name]
+            self.rules[name] = compile_rules(bot)
+        self.settings.service.numbers = {
+            number: bot for number, bot in new.service.numbers.items() if bot in self.settings.bots
+        }
+        self.settings.service.unknown_number = new.service.unknown_number
+        for session in self.sessions.values():
+            if session.bot_name in reloaded:
+                session.escalation.rules = self.rules[session.bot_name]
+        log.info("config reloaded: bots %s; restart needed for %s", reloaded, restart or "nothing")
+        return {"reloaded": reloaded, "restart_needed": restart, "live_calls": len(self.sessions)}
 
     def register(self, session: CallSession) -> None:
         """A call went live in this process."""

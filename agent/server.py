@@ -40,6 +40,7 @@ from agent.telephony.piopiy_webhooks import (
     DtmfCallback,
     parse_body,
 )
+from agent.yamlfile import ConfigError
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -203,6 +204,16 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         if path is None or not path.is_file():
             raise HttpError(404, "no recording for this call", call_id)
         return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
+
+    @app.post("/api/reload")
+    async def reload(request: Request) -> dict[str, Any]:
+        rt = _authorized(request)
+        try:
+            return await rt.reload()
+        except ConfigError as exc:
+            raise HttpError(
+                422, "invalid config: nothing reloaded", "\n".join(map(str, exc.problems))
+            ) from None
 
     return app
 

@@ -71,7 +71,7 @@ class Plan:
     tuning_calls: int  # per end-of-turn silence value
     tuning_values: tuple[int, ...]  # the shipped value among them is support_desk itself ("ours")
     in_flight: int  # scripted calls open at once in the latency phase (one turn at a time on the floor)
-    asr_prompts: int
+    asr_prompts: int  # prompts spoken as caller turns for the in-pipeline WER (0: every prompt)
     asr_calls: int
     split_prompts: int  # multi-clause prompts for the false-split count (0: all)
     split_grid: tuple[int, ...]
@@ -91,7 +91,7 @@ FULL = Plan(
     tuning_calls=2,
     tuning_values=(400, 500, 600, 700, 800),
     in_flight=4,
-    asr_prompts=120,
+    asr_prompts=0,
     asr_calls=4,
     split_prompts=0,
     split_grid=(300, 400, 450, 500, 600, 700, 800, 1000),
@@ -147,7 +147,7 @@ def run(quick: bool = False, deep: bool = False) -> dict[str, Any]:
         multi = [p for p in prompts if p.multi_clause]
         multi = spread(multi, plan.split_prompts) if plan.split_prompts else multi
         splits = false_splits(multi, list(plan.split_grid))
-    asr_set = spread(prompts, plan.asr_prompts)
+    asr_set = spread(prompts, plan.asr_prompts) if plan.asr_prompts else list(prompts)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         root = Path(tmp)
         with phase("asr_offline"):

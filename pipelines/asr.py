@@ -26,7 +26,7 @@ from faster_whisper import WhisperModel
 from pipelines.audio import SILENCE_DBFS, pcm16_to_float, resample
 from pipelines.executor import ModelExecutor
 from pipelines.text import PHANTOM_PHRASES, normalize_transcript, strip_annotations
-from pipelines.voicing import SpeechStats, frames_of, levels_of, measure_speech
+from pipelines.voicing import SpeechStats, frames_of, levels_of, measure_speech, trim_to_speech
 from pipelines.whisper_window import WindowDecode, WindowDecoder
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ class Transcriber:
     with new tokens bounded by the audio length; see `_DECODE_OPTIONS`. `language=None` detects the
     language (multilingual models; costs an extra encoder pass); English-only models always say "en".
 
+    `trim_margin_ms` cuts the turn to its loud part plus this margin before decoding (None: as is).
     `window_s` below 30 decodes turns that fit on a shorter encoder window (`WindowDecoder`: the same
     words in less than half the time); longer turns, and language detection, use faster-whisper's own
     30 s windows.
@@ -196,6 +197,7 @@ class Transcriber:
         beam_size: int = 1,
         guard: HallucinationGuard | None = None,
         window_s: float = 20.0,
+        trim_margin_ms: int | None = 100,
     ) -> None:
         if language not in (None, "en") and not model.model.is_multilingual:
             raise ValueError(f"language {language!r} needs a multilingual Whisper model, not English-only")
@@ -207,6 +209,7 @@ class Transcriber:
         self.language = language
         self.beam_size = beam_size
         self.guard = guard or HallucinationGuard()
+        self.trim_margin_ms = trim_margin_ms
         self._window = (
             WindowDecoder(model, language=language, window_s=window_s, beam_size=beam_size)
             if window_s < 30.0 and language is not None
@@ -246,6 +249,8 @@ class Transcriber:
         verdict = self.guard.check_audio(stats)
         if verdict is not None:
             return replace(heard, rejected=verdict[0], detail=verdict[1])
+        if self.trim_margin_ms is not None:  # pre-roll and tail down to a small margin (see trim_to_speech)
+            pcm = trim_to_speech(pcm, self.sample_rate_in, margin_ms=self.trim_margin_ms)
         audio = pcm16_to_float(resample(pcm, self.sample_rate_in, ASR_RATE))
         segments, language, language_probability = self._decode(audio, stats.duration_s)
         check = self.guard.check_segment

@@ -213,6 +213,16 @@ class ScriptedDialogue:
         for spec in intent.actions:
             if spec.tool is None:
                 yield DialogueAction.from_spec(spec, reason)
+        if not any(spec.transfer or spec.hangup for spec in intent.actions):
+            # Call routing: a department that lists this intent takes the caller.
+            departments = self.ctx.bot.departments.items()
+            owner = next((name for name, d in departments if intent.name in d.intents), None)
+            if owner is not None:
+                if not intent.reply:
+                    yield TextDelta(phrases.handoff)  # a transfer is never silent
+                yield DialogueAction(
+                    kind="transfer", department=owner, reason={**reason, "routed_by": "department"}
+                )
 
     def heard(self, said: str, heard: str) -> None:
         """A script keeps no model context; remember what was really heard for repeats."""

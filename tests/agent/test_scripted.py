@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from agent.bot import BotConfig
 from agent.config import load_settings
 from agent.dialogue.base import CallContext, DialogueAction, ReplyItem, TextDelta
 from agent.dialogue.scripted import IntentMatcher, ScriptedDialogue, TemplateError, normalize, render
@@ -104,3 +105,44 @@ async def test_tool_results_fill_the_reply() -> None:
 async def test_a_tool_without_a_runner_fails_loudly() -> None:
     with pytest.raises(RuntimeError, match="no tool runner"):
         await collect(ScriptedDialogue(ctx("support_desk")), "what is my balance")
+
+
+async def test_a_department_that_lists_an_intent_takes_the_call() -> None:
+    """Call routing: an intent with no transfer of its own goes to the department that lists it."""
+    bot = BOTS["support_desk"]
+    data = bot.model_dump(exclude_none=True)
+    for intent in data["intents"]:
+        if intent["name"] == "technical_problem":
+            intent.pop("reply")
+            intent["actions"] = []
+    routed = BotConfig.model_validate(data)
+    context = CallContext("c_1", "support_desk", routed, "919876543210", "918040001000")
+    items = await collect(ScriptedDialogue(context), "the app does not work")
+    assert items[0] == TextDelta(routed.phrases.handoff)
+    action = items[1]
+    assert isinstance(action, DialogueAction) and (action.kind, action.department) == (
+        "transfer",
+        "technical",
+    )
+    assert action.reason["routed_by"] == "department" and action.reason["intent"] == "technical_problem"
+
+
+async def test_the_order_number_is_asked_for_then_taken_from_the_next_turn() -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def run_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
+        calls.append((name, args))
+        return {
+            **args,
+            "status": "shipped",
+            "eta": "Friday",
+            "result": f"Order {args['order_id']} is shipped.",
+        }
+
+    dialogue = ScriptedDialogue(ctx("order_line"), run_tool=run_tool)
+    first = await collect(dialogue, "where is my order")
+    assert first == [TextDelta("Sure. What's your order number? You can also key it in.")] and calls == []
+    second = await collect(dialogue, "It's four five one two three.")
+    assert calls == [("order_status", {"order_id": "45123"})]
+    assert TextDelta("Order 45123 is shipped.") in second
+    assert dialogue.pending is None

@@ -33,6 +33,7 @@ from pipelines.audio import float_to_pcm16
 from pipelines.executor import ModelExecutor
 from pipelines.models import whisper_model_dir
 from pipelines.text import normalize_transcript, wer
+from pipelines.voicing import trim_to_speech
 from pipelines.whisper_window import WindowDecoder
 from tests.pipelines.speech import gain, prompt, prompt_text, silence
 
@@ -461,3 +462,17 @@ async def test_multilingual_base_model_detects_english(
     print(f"base, language detected: {t.asr_ms:.0f} ms, {t.language} p={t.language_probability:.2f}")
     assert t.accepted and t.language == "en" and t.language_probability > 0.5
     assert wer(prompt_text("agent-pass"), t.text) <= 0.25
+
+
+def test_trim_to_speech_keeps_the_words_and_a_small_margin() -> None:
+    speech = prompt("vm-goodbye")
+    lead, tail = silence(700, RATE), silence(400, RATE)
+    trimmed = trim_to_speech(lead + speech + tail, RATE, margin_ms=100)
+    # The prompt itself is tightly cut: what remains is it plus about 100 ms either side.
+    assert abs(len(trimmed) - len(speech)) <= 2 * RATE // 1000 * 260
+    assert speech[2 * 800 : -2 * 800] in trimmed
+    noisy = gain(white_noise(0.7, -55), 0) + speech + white_noise(0.4, -55, seed=1)
+    kept = trim_to_speech(noisy, RATE, margin_ms=100)
+    assert len(kept) < len(noisy) - 2 * RATE // 1000 * 600 and speech[2 * 800 : -2 * 800] in kept
+    for pcm in (silence(2000, RATE), white_noise(2, -40), b"\x01\x00" * 30):
+        assert trim_to_speech(pcm, RATE) == pcm  # nothing louder than the rest, or too short: as is
