@@ -71,6 +71,10 @@ def bot_lines(record: dict[str, Any]) -> list[str]:
     return [t["text"] for t in record["turns"] if t["role"] == "bot"]
 
 
+def is_hangup(control: Any) -> bool:
+    return any(a.get("action") == "hangup" for a in getattr(control, "actions", None) or [])
+
+
 def bridges(record: dict[str, Any]) -> list[dict[str, Any]]:
     return [a for a in record["actions"] if a["type"] == "pcmo" and a["payload"][0]["action"] == "bridge"]
 
@@ -87,13 +91,16 @@ async def test_scripted_order_status_asks_for_the_number_and_takes_it_from_the_k
         assert response.status_code == 200
         await call.wait_for_bot_audio(timeout=10, since=call.now())
         await call.wait_until_bot_silent(quiet_s=0.8, timeout=20)
+        await call.say_pcm(caller_says("Great, thanks. Bye.", ORDER_RATE), ORDER_RATE)
+        await call.wait_for_control(is_hangup, timeout=20)
         call_id = call_id_of(call.pcmo)
     record = await final_record(scripted, call_id)
     lines = bot_lines(record)
     assert lines[1] == "Sure. What's your order number? You can also key it in."
     assert lines[2] == "Order 12345 is shipped, expected on Friday."
+    assert lines[3] == "Thanks for calling ShopKart. Bye!"
     callers = [t["text"] for t in record["turns"] if t["role"] == "caller"]
-    assert callers[-1] == "[keypad] 12345"
+    assert callers[-2] == "[keypad] 12345" and "bye" in callers[-1].lower()
     assert "/orders/12345" in [r.raw_path for r in backend.requests]
     (tool,) = [a for a in record["actions"] if a["type"] == "tool"]
     assert tool["payload"] == {"tool": "order_status", "args": {"order_id": "12345"}}
@@ -128,15 +135,21 @@ async def test_llm_answers_with_a_tool_result_spoken(
     llm.reset()
     llm.on(r"order", tool="order_status", args={"order_id": "55555"})
     llm.after_tool("order_status", reply="{tool_result} Anything else?")
+    llm.on(r"bye|that's all", tool="end_call", args={"reason": "done"})
     async with await sim(with_llm).place_call(to_number=ORDER_NUMBER) as call:
         await call.wait_until_bot_silent(quiet_s=0.8, timeout=20)
         await call.say_pcm(caller_says("Can you tell me where my order is?", ORDER_RATE), ORDER_RATE)
         await call.wait_for_bot_audio(timeout=10, since=call.now())
         await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
+        await call.say_pcm(caller_says("No, that's all. Bye.", ORDER_RATE), ORDER_RATE)
+        await call.wait_for_control(is_hangup, timeout=20)
         call_id = call_id_of(call.pcmo)
     record = await final_record(with_llm, call_id)
-    assert bot_lines(record)[-1] == "Order 55555 is out for delivery, expected on today. Anything else?"
-    first, second = llm.requests[-2:]
+    assert bot_lines(record)[-2:] == [
+        "Order 55555 is out for delivery, expected on today. Anything else?",
+        "Thank you for calling. Goodbye!",  # end_call says the bot's goodbye phrase (the default here)
+    ]
+    first, second = llm.requests[-3:-1]
     assert first["stream"] is True and first["model"] == "test-model"
     assert first["messages"][0]["role"] == "system" and "ShopKart" in first["messages"][0]["content"]
     assert "order" in first["messages"][-1]["content"].lower()
