@@ -39,8 +39,6 @@ class Answerer:
         self.session = session
         self.toolbox = toolbox
         self._say_now: Callable[[str], None] | None = None  # the current reply's queue, for fillers
-        self.tool_failures = 0
-        self.dialogue_failures = 0
 
     async def answer(
         self, caller_text: str, speech_end: float, caller_turn: int | None, latency: dict[str, Any]
@@ -107,7 +105,6 @@ class Answerer:
             log.warning("call %s: the dialogue failed (%s); saying the fallback line", s.call_id, reason)
         else:
             log.exception("call %s: the dialogue failed; saying the fallback line", s.call_id)
-        self.dialogue_failures += 1
         payload = {"caller_text": caller_text, "reason": reason, "said_before": reply.said}
         await s.record.event("dialogue", "failure", payload)
         s.publish("dialogue.failure", reason=reason)
@@ -132,7 +129,6 @@ class Answerer:
                 wait = HOLD_EVERY_S
             result = task.result()
         except ToolError as exc:
-            self.tool_failures += 1
             s.signals.count("tool_failures")
             elapsed = round((time.monotonic() - started) * 1000)
             await s.record.event("tool", "failure", {"tool": name, "kind": exc.kind, "ms": elapsed})
