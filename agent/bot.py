@@ -11,20 +11,13 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from agent.bot_actions import NAME, ActionSpec, Strict, Webhook
 from agent.escalation.conditions import ConditionError, compares
 from agent.escalation.conditions import parse as parse_condition
 from agent.escalation.names import BUILTIN_INTENT_NAMES, SIGNALS
 from pipelines.turns import TurnConfig
-
-NAME = r"^[a-z][a-z0-9_]*$"
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 def _phone(value: Any) -> str:
@@ -120,48 +113,8 @@ class Phrases(Strict):
             self.goodbye,
             self.filler,
             self.still_there,
+            self.unanswered,
         ]
-
-
-class ActionSpec(Strict):
-    """One thing to do: exactly one of say / transfer / tool / hold_music / hangup."""
-
-    say: str | None = None
-    transfer: str | None = None
-    tool: str | None = None
-    args: dict[str, Any] | None = Field(
-        default=None,
-        description="Tool arguments; strings are templates: {digits} (digits the caller said or keyed), "
-        "{caller_text}, {caller_number}, ...",
-    )
-    hold_music: bool = False
-    hangup: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        # `- hangup` and `- hold_music` read better in YAML than `- hangup: true`.
-        if value in ("hangup", "hold_music"):
-            return {value: True}
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ActionSpec:
-        chosen = [k for k in ("say", "transfer", "tool") if getattr(self, k) is not None]
-        chosen += [k for k in ("hold_music", "hangup") if getattr(self, k)]
-        if len(chosen) != 1:
-            raise ValueError("an action needs exactly one of: say, transfer, tool, hold_music, hangup")
-        if self.args is not None and self.tool is None:
-            raise ValueError("args only go with tool")
-        return self
-
-    @property
-    def kind(self) -> str:
-        """say | transfer | tool | hold_music | hangup."""
-        for k in ("say", "transfer", "tool"):
-            if getattr(self, k) is not None:
-                return k
-        return "hold_music" if self.hold_music else "hangup"
 
 
 class Department(Strict):
@@ -281,6 +234,17 @@ def _check_condition(value: Any) -> None:
     raise ValueError("a condition is a string like 'turns >= 3', or {all: [...]}, {any: [...]}, {not: ...}")
 
 
+class LlmIntents(Strict):
+    """With an LLM endpoint configured, let the LLM name the intent of turns the YAML did not recognise.
+
+    The classification runs beside the answer (no added latency); when it names an intent, the turn's
+    signals are updated and the rules are checked again (trigger `llm_intent`).
+    """
+
+    enabled: bool = False
+    timeout_s: float = Field(default=2.0, gt=0, le=10, description="Give up on the classification after.")
+
+
 class Escalation(Strict):
     """Escalation rules, checked on every caller turn and on every dialogue failure."""
 
@@ -290,6 +254,7 @@ class Escalation(Strict):
         description="Where a caller goes when the dialogue fails and no rule says otherwise "
         "(default: the first department).",
     )
+    llm_intents: LlmIntents = Field(default_factory=LlmIntents)
 
 
 class BotConfig(Strict):
@@ -323,6 +288,9 @@ class BotConfig(Strict):
     departments: dict[str, Department] = Field(default_factory=dict)
     intents: list[Intent] = Field(default_factory=list)
     tools: list[HttpTool] = Field(default_factory=list)
+    webhooks: dict[str, Webhook] = Field(
+        default_factory=dict, description="Named webhooks that `notify` actions POST to."
+    )
     escalation: Escalation = Field(default_factory=Escalation)
     max_misunderstood: int = Field(default=2, ge=1, le=10)
 
@@ -342,9 +310,10 @@ class BotConfig(Strict):
             problems += self._action_problems(("intents", i, "actions"), intent.actions, tools)
         for name, dept in self.departments.items():
             loc: tuple[str | int, ...] = ("departments", name, "if_unanswered")
-            problems += self._action_problems(loc, dept.if_unanswered, tools)
+            problems += self._action_problems(loc, dept.if_unanswered, tools, tools_allowed=False)
         for i, rule in enumerate(self.escalation.rules):
-            problems += self._action_problems(("escalation", "rules", i, "then"), rule.then, tools)
+            loc = ("escalation", "rules", i, "then")
+            problems += self._action_problems(loc, rule.then, tools, tools_allowed=False)
             problems += [(("escalation", "rules", i, "when"), p) for p in self._condition_problems(rule.when)]
         failure = self.escalation.failure_department
         if failure is not None and failure not in self.departments:
@@ -371,10 +340,21 @@ class BotConfig(Strict):
         return out
 
     def _action_problems(
-        self, loc: tuple[str | int, ...], actions: list[ActionSpec], tools: set[str]
+        self,
+        loc: tuple[str | int, ...],
+        actions: list[ActionSpec],
+        tools: set[str],
+        *,
+        tools_allowed: bool = True,
     ) -> list[tuple[tuple[str | int, ...], str]]:
         out: list[tuple[tuple[str | int, ...], str]] = []
         for j, action in enumerate(actions):
+            if action.tool is not None and not tools_allowed:
+                out.append(((*loc, j, "tool"), "tools run from intents or the LLM, not from here"))
+                continue
+            if action.notify is not None and action.notify not in self.webhooks:
+                known = ", ".join(sorted(self.webhooks)) or "none defined"
+                out.append(((*loc, j, "notify"), f"no webhook {action.notify!r} (webhooks: {known})"))
             if action.transfer is not None and action.transfer not in self.departments:
                 known = ", ".join(sorted(self.departments)) or "none defined"
                 out.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -16,7 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.bot import ActionSpec, BotConfig
+from agent.bot import BotConfig
+from agent.bot_actions import ActionSpec
 from agent.call_answer import Answerer, transfer_pcmo
 from agent.call_record import CallRecord
 from agent.call_turns import CallerTurns
@@ -93,6 +95,7 @@ class CallSession:
         self.state = "connecting"
         self.hangup_seen = False
         self.handed_off = False  # bridged to a human: keep transcribing, never answer again
+        self.tags: list[str] = []  # labels from `tag` actions
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reply_task: asyncio.Task[None] | None = None  # what the bot is saying (or about to)
@@ -225,7 +228,9 @@ class CallSession:
         """The escalation rule that fires on the signals now, if any; recorded with its reasons."""
         firing = self.escalation.check(self.signals.snapshot())
         if firing is not None:
-            reason = {**firing.reason(), "trigger": trigger}
+            context = {"trigger": trigger, "caller_turn": self.signals.counters["turns"]}
+            firing = dataclasses.replace(firing, context=context)
+            reason = firing.reason()
             self.publish("escalation", **reason)
             await self.record.event("escalation", "rule_fired", reason)
         return firing

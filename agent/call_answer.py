@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -151,9 +152,60 @@ class Answerer:
             await s.speak_fixed(action.text)
         elif action.kind == "hold_music":
             await s.play_hold(action.reason)
+        elif action.kind == "tag" and action.tags:
+            await self.tag(action.tags, action.reason)
+        elif action.kind == "notify" and action.webhook:
+            await self.notify(action.webhook, action.reason)
         else:
             log.warning("call %s: action %s is not supported here", s.call_id, action.kind)
             await s.record.action(action.kind, {"unsupported": True}, action.reason)
+
+    async def tag(self, tags: tuple[str, ...], reason: dict[str, Any]) -> None:
+        """Label the call (kept in its record's meta, shown by the API and live views)."""
+        s = self.session
+        new = [t for t in tags if t not in s.tags]
+        if not new:
+            return
+        s.tags.extend(new)
+        await s.record.action("tag", {"tags": new}, reason)
+        await s.record.merge_meta(tags=list(s.tags))
+        s.publish("tags", tags=list(s.tags), added=new, reason=reason)
+
+    async def notify(self, webhook: str, reason: dict[str, Any]) -> None:
+        """POST the call's state to a webhook, in the background: the call goes on at once."""
+        s = self.session
+        # The bot's current YAML first: a live call takes reloaded rules, which may name new webhooks.
+        current = s.runtime.settings.bots.get(s.bot_name, s.bot)
+        hook = current.webhooks.get(webhook) or s.bot.webhooks.get(webhook)
+        if hook is None:
+            await s.record.event("notify", "failed", {"webhook": webhook, "error": "no such webhook"})
+            return
+        payload = {
+            "event": "hotline.notify",
+            "webhook": webhook,
+            "call_id": s.call_id,
+            "cmiuuid": s.cmiuuid,
+            "bot": s.bot_name,
+            "caller": s.ctx.caller_number,
+            "called": s.ctx.called_number,
+            "state": s.state,
+            "handed_off": s.handed_off,
+            "tags": list(s.tags),
+            "reason": reason,
+            "signals": s.signals.snapshot(),
+            "last_turns": list(s.record.recent),
+            "record": f"{s.runtime.settings.service.server.public_url.rstrip('/')}/api/calls/{s.call_id}",
+            "sent_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        }
+        await s.record.action("notify", {"webhook": webhook, "url": hook.url}, reason)
+        record, publish = s.record, s.publish
+
+        async def deliver() -> None:
+            delivery = await s.runtime.notifier.send(webhook, hook, payload)
+            await record.event("notify", "sent" if delivery.ok else "failed", delivery.as_dict())
+            publish("notify", **delivery.as_dict())
+
+        s.runtime.in_background(deliver(), name=f"notify {webhook} {s.call_id}")
 
 
 def transfer_pcmo(session: CallSession, department: str) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -22,6 +23,8 @@ class CallRecord:
         self.call_id = call_id
         self.cmiuuid = cmiuuid
         self._turns = 0
+        self.recent: deque[dict[str, str]] = deque(maxlen=6)
+        """The last turns said (role, text), for notifications without a read of the store."""
 
     async def safe(self, coro: Awaitable[T]) -> T | None:
         """Run a store write; a failure is logged and the call goes on."""
@@ -35,10 +38,16 @@ class CallRecord:
         """Update the call row."""
         await self.safe(self.store.update_call(self.call_id, **fields))
 
+    async def merge_meta(self, **fields: Any) -> None:
+        """Set keys of the call's meta (tags...), keeping the others."""
+        await self.safe(self.store.merge_call_meta(self.call_id, **fields))
+
     async def turn(self, role: str, text: str, started_at: float, **fields: Any) -> int | None:
         """Append a turn; returns its id for later updates."""
         idx = self._turns
         self._turns += 1
+        if text:
+            self.recent.append({"role": role, "text": text})
         return await self.safe(
             self.store.add_turn(self.call_id, idx=idx, role=role, text=text, started_at=started_at, **fields)
         )

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.bus import PublishingTranscriber
+from agent.escalation.llm_intent import classify, intent_labels
+from agent.escalation.signals import TurnSignals
 from pipelines.asr import SpeculativeTranscriber, Transcript
 from pipelines.turns import BargeIn, SpeechPaused, SpeechStarted, TurnDiscarded, TurnEnded, TurnEvent
 from pipelines.utterance import is_backchannel, looks_complete
@@ -234,6 +236,8 @@ class CallerTurns:
         if firing is not None and firing.terminal:
             s.start_reply(s.run_rule(firing))
             return None
+        if turn.intent is None and s.runtime.llm is not None and s.bot.escalation.llm_intents.enabled:
+            s.spawn(self._llm_intent(turn, turn_id, stored))
 
         async def rule_then_answer() -> None:
             if firing is not None:
@@ -242,3 +246,38 @@ class CallerTurns:
 
         s.start_reply(rule_then_answer())
         return s.reply_task
+
+    async def _llm_intent(self, turn: TurnSignals, turn_id: int | None, stored: dict[str, Any]) -> None:
+        """The LLM names the intent the YAML missed, beside the answer; the rules look again.
+
+        A terminal rule (transfer, hangup) cuts the answer short; any other runs after it.
+        """
+        s = self.session
+        assert s.runtime.llm is not None
+        cfg = s.bot.escalation.llm_intents
+        labels = intent_labels(s.bot)
+        model = s.runtime.settings.service.llm.model
+        found = await classify(s.runtime.llm, model, turn.text, labels, cfg.timeout_s)
+        if found.error is not None:
+            await s.record.event("escalation", "llm_intent_failed", {"error": found.error, "ms": found.ms})
+            return
+        if found.intent is None or s.handed_off or not s.signals.set_intent(turn, found.intent, 0.8):
+            return  # nothing named, or the call moved on (a newer turn, a handoff) meanwhile
+        stored.update(intent=found.intent, intent_confidence=0.8, intent_source="llm", intent_ms=found.ms)
+        await s.record.update_turn(turn_id, signals=stored)
+        s.publish("signals", turn_id=turn_id, **stored)
+        firing = await s.check_rules("llm_intent")
+        if firing is None:
+            return
+        answering = s.reply_task
+        if firing.terminal and answering is not None and not answering.done():
+            answering.cancel()  # the caller is being handed over: no point finishing the answer
+            if s.playout.playing:
+                await s.send_control("break")
+
+        async def after_answer() -> None:
+            if answering is not None and not answering.done():
+                await asyncio.wait({answering})
+            await s.run_rule(firing)
+
+        s.start_reply(after_answer())

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from agent.dialogue.base import CallContext, Dialogue
 from agent.dialogue.llm import LLMDialogue, make_client
 from agent.dialogue.scripted import ScriptedDialogue, ToolRunner
 from agent.dialogue.tools import ToolBox
+from agent.escalation.notify import Notifier
 from agent.escalation.rules import CompiledRule, compile_rules
 from agent.loop_lag import LoopLagMonitor
 from agent.security import StreamTokens, resolve_secret
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from agent.call import CallSession
 
 log = logging.getLogger(__name__)
+
+BACKGROUND_GRACE_S = 5.0
+"""At shutdown, how long notifications still being sent may take."""
 
 
 @dataclass
@@ -62,7 +67,14 @@ class Runtime:
     """Each bot's escalation rules, compiled once."""
     llm: openai.AsyncOpenAI | None = None
     """The LLM endpoint's client, shared by all calls; None: bots answer from their YAML scripts."""
+    notifier: Notifier = field(init=False)
+    """Sends `notify` actions' webhooks over the tools' connection pool."""
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    """Work that may outlive its call (webhook notifications); waited for at shutdown."""
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.notifier = Notifier(self.tool_http)
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -137,6 +149,10 @@ class Runtime:
                 await asyncio.wait_for(self._idle.wait(), deadline_s)
         for session in list(self.sessions.values()):
             await session.close("shutdown")
+        if self.background:  # notifications still on their way get a few seconds
+            _, late = await asyncio.wait(set(self.background), timeout=BACKGROUND_GRACE_S)
+            for task in late:
+                task.cancel()
         await self.loop_lag.stop()
         await self.tool_http.aclose()
         if self.llm is not None:
@@ -189,6 +205,18 @@ class Runtime:
                 session.escalation.rules = self.rules[session.bot_name]
         log.info("config reloaded: bots %s; restart needed for %s", reloaded, restart or "nothing")
         return {"reloaded": reloaded, "restart_needed": restart, "live_calls": len(self.sessions)}
+
+    def in_background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run work that must not hold a call up and may outlive it; its failure is logged."""
+        task = asyncio.create_task(coro, name=name)
+        self.background.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self.background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task %s failed", name, exc_info=t.exception())
+
+        task.add_done_callback(done)
 
     def register(self, session: CallSession) -> None:
         """A call went live in this process."""

@@ -185,6 +185,13 @@ class Store:
         async with self._session.begin() as s:
             await s.execute(update(CallRow).where(CallRow.id == call_id).values(**fields))
 
+    async def merge_call_meta(self, call_id: str, **fields: Any) -> None:
+        """Set keys of a call's meta JSON, keeping the others (one transaction)."""
+        async with self._session.begin() as s:
+            row = await s.get(CallRow, call_id, with_for_update=True)
+            if row is not None:
+                row.meta = {**(row.meta or {}), **fields}
+
     async def add_turn(self, call_id: str, **fields: Any) -> int:
         """Append a turn; returns its id (for later updates such as latencies or trimming)."""
         async with self._session.begin() as s:
@@ -314,6 +321,7 @@ def _call_meta(c: CallRow) -> dict[str, Any]:
             if c.recording_path
             else None
         ),
+        "tags": (c.meta or {}).get("tags", []),
         "meta": c.meta or {},
     }
 

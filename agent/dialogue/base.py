@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from agent.bot import ActionSpec, BotConfig
+from agent.bot import BotConfig
+from agent.bot_actions import ActionSpec
 
-ActionKind = Literal["say", "transfer", "tool", "hold_music", "hangup"]
+ActionKind = Literal["say", "transfer", "tool", "notify", "tag", "hold_music", "hangup"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class DialogueAction:
     tool: str | None = None
     args: dict[str, Any] | None = None
     text: str | None = None
+    webhook: str | None = None
+    tags: tuple[str, ...] = ()
     reason: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -64,6 +67,8 @@ class DialogueAction:
             tool=spec.tool,
             args=spec.args,
             text=spec.say,
+            webhook=spec.notify,
+            tags=tuple(spec.tag or ()),
             reason=reason,
         )
 

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.bot import ActionSpec, BotConfig, Rule
+from agent.bot import BotConfig, Rule
+from agent.bot_actions import ActionSpec
 from agent.escalation.conditions import Node, compares, evaluate, parse
 
 
@@ -24,6 +25,8 @@ class Firing:
     priority: int
     actions: tuple[ActionSpec, ...]
     signals: dict[str, Any]
+    context: dict[str, Any] = field(default_factory=dict)
+    """Where it fired: trigger (turn, silence, dialogue_failure, llm_intent) and caller turn number."""
 
     @property
     def terminal(self) -> bool:
@@ -32,7 +35,7 @@ class Firing:
 
     def reason(self) -> dict[str, Any]:
         """For the record and live events."""
-        return {"rule": self.rule, "priority": self.priority, "signals": self.signals}
+        return {"rule": self.rule, "priority": self.priority, "signals": self.signals, **self.context}
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,6 @@ class RuleState:
                 rule.once or (rule.cooldown_s is not None and now - last < rule.cooldown_s)
             ):
                 continue
-            if last is not None and rule.cooldown_s is None and not rule.once:
-                pass  # a rule without once/cooldown may fire again on a later turn
             if evaluate(compiled.condition, signals):
                 self.fired_at[rule.name] = now
                 values = {name: signals.get(name) for name in compiled.signals}

@@ -130,6 +130,13 @@ class SignalTracker:
                 return name, 0.9
         return None, 0.0
 
+    def set_intent(self, turn: TurnSignals, intent: str, confidence: float) -> bool:
+        """A later reading of a turn's intent (the LLM's); False if a newer turn came meanwhile."""
+        if turn is not self.last:
+            return False
+        turn.intent, turn.intent_confidence = intent, confidence
+        return True
+
     def count(self, name: str) -> None:
         """One more of a counted event (barge_ins, dialogue_failures, tool_failures, silence_timeouts)."""
         self.counters[name] += 1

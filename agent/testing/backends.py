@@ -46,7 +46,8 @@ class BackendRequest:
 
 
 class FakeToolBackend(ServedApp):
-    """GET /orders/{id}, GET /accounts/{id}/balance, POST /tickets; 404 for unknown ids.
+    """GET /orders/{id}, GET /accounts/{id}/balance, POST /tickets, POST /notify/{name} (webhooks of
+    `notify` actions); 404 for unknown ids.
 
     `delay_s` holds every answer back (fillers, tool timeouts); tables may be edited while it runs.
     """
@@ -63,6 +64,8 @@ class FakeToolBackend(ServedApp):
         self.orders = dict(DEFAULT_ORDERS if orders is None else orders)
         self.balances = dict(DEFAULT_BALANCES if balances is None else balances)
         self.delay_s = delay_s
+        self.notify_statuses: list[int] = []
+        """Statuses the next `POST /notify/{name}` requests answer with, in order (then 200)."""
         self._requests: list[BackendRequest] = []
         self._lock = threading.Lock()
         self._routes = self._build_app()
@@ -75,11 +78,15 @@ class FakeToolBackend(ServedApp):
             return list(self._requests)
 
     def point(self, bot: BotConfig) -> BotConfig:
-        """A copy of `bot` whose tools call this backend instead of the shipped base URL."""
+        """A copy of `bot` whose tools and webhooks call this backend instead of the shipped base URL."""
         tools = [
             t.model_copy(update={"url": t.url.replace(SHIPPED_BASE_URL, self.base_url)}) for t in bot.tools
         ]
-        return bot.model_copy(update={"tools": tools})
+        hooks = {
+            name: h.model_copy(update={"url": h.url.replace(SHIPPED_BASE_URL, self.base_url)})
+            for name, h in bot.webhooks.items()
+        }
+        return bot.model_copy(update={"tools": tools, "webhooks": hooks})
 
     async def _recorded(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every HTTP request is recorded as sent (unmatched paths too), then held `delay_s`."""
@@ -141,6 +148,12 @@ class FakeToolBackend(ServedApp):
             with self._lock:
                 number = len(self._requests)
             return JSONResponse({"ticket_id": f"T{1000 + number}", "summary": body.get("summary", "")})
+
+        @app.post("/notify/{name}")
+        async def notified(name: str) -> JSONResponse:
+            with self._lock:
+                status = self.notify_statuses.pop(0) if self.notify_statuses else 200
+            return JSONResponse({"received": name}, status_code=status)
 
         @app.get("/not-json")
         async def not_json() -> JSONResponse:

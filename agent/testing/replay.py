@@ -8,6 +8,9 @@ record is compared with the original's (`compare`): caller words, bot answers, a
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
+import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +60,37 @@ async def replay(
         await call.wait_until_bot_silent(quiet_s=1.0, timeout=60)
         call_id = _call_id(call.pcmo)
     return Replayed(call_id, len(pcm) / 2 / rate)
+
+
+async def finished_record(
+    http: httpx.AsyncClient, call_id: str, *, timeout_s: float = 15.0
+) -> dict[str, Any]:
+    """A call's record from the API (`http` has the service's base URL and secret) once it has ended."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = await http.get(f"/api/calls/{call_id}")
+        response.raise_for_status()
+        record: dict[str, Any] = response.json()
+        if record.get("ended_at") and not record.get("live"):
+            return record
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"call {call_id} has not ended after {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def replay_stored(sim: PiopiySimulator, http: httpx.AsyncClient, call_id: str) -> dict[str, Any]:
+    """A stored call made again: its recording fetched over the API, its caller channel spoken into a new
+    call to the same number at the original times. Returns the new call's record."""
+    original = await finished_record(http, call_id)
+    response = await http.get(f"/api/calls/{call_id}/recording")
+    response.raise_for_status()
+    with tempfile.TemporaryDirectory(prefix="hotline-replay-") as tmp:
+        wav = Path(tmp) / f"{call_id}.wav"
+        wav.write_bytes(response.content)
+        again = await replay(
+            sim, wav, to_number=original["to"], from_number=original["from"] or "919876543210"
+        )
+    return await finished_record(http, again.call_id)
 
 
 def _call_id(pcmo: list[dict[str, Any]]) -> str:

@@ -10,6 +10,7 @@ import wave
 import httpx
 import numpy as np
 
+from agent.testing.replay import replay_stored
 from agent.testing.simulator import PiopiySimulator
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service
 from tests.agent.test_calls import call_id_of, final_record
@@ -94,6 +95,12 @@ async def test_billing_question_is_answered_then_transferred(service: Service) -
     assert action["reason"]["intent"] == "billing_question" and action["reason"]["department"] == "billing"
     assert [t["role"] for t in record["turns"]] == ["bot", "caller", "bot", "caller"]
     assert "bill" in record["turns"][-1]["text"].lower()  # tiny.en: "billing team" or "Bill and Team"
+    # The recorded call, replayed: the same question routes to billing again.
+    async with httpx.AsyncClient(base_url=service.url, headers=service.headers, timeout=30) as http:
+        again = await replay_stored(sim(service), http, call_id)
+    (routed,) = [a for a in again["actions"] if a["type"] == "pcmo"]
+    assert routed["reason"]["intent"] == "billing_question" and routed["reason"]["department"] == "billing"
+    assert routed["payload"] == action["payload"]
 
 
 async def test_line_noise_produces_no_turn(service: Service) -> None:

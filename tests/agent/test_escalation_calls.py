@@ -3,6 +3,8 @@
 Each path of the rules, on spoken caller turns: asking for a person transfers at once, a caller who
 grows angry over three turns goes to the senior desk at the third, two misunderstood turns escalate,
 and a calm caller is never transferred. The record says which rule fired and on which signal values.
+Each call is then replayed from its recording (the caller channel, fetched over the API, spoken into
+a new call at its original times): the replay takes the same path at the same caller turn.
 """
 
 from __future__ import annotations
@@ -10,15 +12,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
+from agent.testing.replay import replay_stored
 from agent.testing.simulator import PiopiySimulator, SimulatedCall
 from tests.agent.conftest import REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
 from tests.agent.voices import caller_says
 
 SENIOR = [918040001301, 918040001302]
+ANGRY = [
+    "What are your opening hours?",
+    "This is ridiculous, that is not good enough.",
+    "I am furious, this is useless and terrible.",
+]
 
 
 async def converse(service: Service, lines: list[str], *, until_transfer: bool) -> dict[str, Any]:
@@ -34,6 +43,18 @@ async def converse(service: Service, lines: list[str], *, until_transfer: bool) 
             await call.wait_for_control(lambda c: getattr(c, "actions", None) is not None, timeout=10)
         call_id = call_id_of(call.pcmo)
     return await final_record(service, call_id)
+
+
+async def replayed(service: Service, record: dict[str, Any]) -> dict[str, Any]:
+    """The call made again from its recording; the new call's record."""
+    sim = PiopiySimulator(service.url, webhook_secret=WEBHOOK_SECRET)
+    async with httpx.AsyncClient(base_url=service.url, headers=service.headers, timeout=30) as http:
+        return await replay_stored(sim, http, record["call_id"])
+
+
+def path(record: dict[str, Any]) -> list[Any]:
+    """What escalation did on a call: each rule fired (with its caller turn), then each bridge."""
+    return [(r["rule"], r["caller_turn"]) for r in fired(record)] + bridged_to(record)
 
 
 def fired(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -60,6 +81,7 @@ async def test_asking_for_a_person_transfers_at_once(service: Service) -> None:
     assert bridged_to(record) == [SENIOR]
     caller = next(t for t in record["turns"] if t["role"] == "caller")
     assert caller["signals"]["intent"] == "asked_for_human"
+    assert path(await replayed(service, record)) == path(record) == [("asked_for_human", 1), SENIOR]
 
 
 async def test_two_misunderstood_turns_escalate(service: Service) -> None:
@@ -72,15 +94,11 @@ async def test_two_misunderstood_turns_escalate(service: Service) -> None:
     assert bot[1] == "Sorry, I didn't quite get that. Could you say it another way?"
     assert bot[2] == "Let me connect you with a colleague who can help. Please stay on the line."
     assert bridged_to(record) == [SENIOR]
+    assert path(await replayed(service, record)) == path(record) == [("stuck", 2), SENIOR]
 
 
 async def test_a_caller_growing_angry_goes_to_the_senior_desk_at_the_third_turn(service: Service) -> None:
-    lines = [
-        "What are your opening hours?",
-        "This is ridiculous, that is not good enough.",
-        "I am furious, this is useless and terrible.",
-    ]
-    record = await converse(service, lines, until_transfer=True)
+    record = await converse(service, ANGRY, until_transfer=True)
     (rule,) = fired(record)
     assert rule["rule"] == "angry_caller"
     assert rule["signals"]["turns"] == 3 and rule["signals"]["sentiment.rolling"] < -0.4
@@ -88,6 +106,11 @@ async def test_a_caller_growing_angry_goes_to_the_senior_desk_at_the_third_turn(
     assert [c["signals"]["sentiment"] < 0 for c in callers] == [False, True, True]
     assert callers[2]["signals"]["sentiment_trend"] < 0
     assert bridged_to(record) == [SENIOR]
+    again = await replayed(service, record)
+    assert path(again) == path(record) == [("angry_caller", 3), SENIOR]
+    assert [t["signals"]["sentiment"] < 0 for t in again["turns"] if t["role"] == "caller"] == [
+        False, True, True
+    ]  # fmt: skip
 
 
 async def test_a_calm_caller_is_never_transferred(service: Service) -> None:
@@ -96,6 +119,8 @@ async def test_a_calm_caller_is_never_transferred(service: Service) -> None:
     assert fired(record) == [] and bridged_to(record) == []
     callers = [t for t in record["turns"] if t["role"] == "caller"]
     assert len(callers) == 3 and all(c["signals"]["sentiment"] >= 0 for c in callers)
+    again = await replayed(service, record)
+    assert path(again) == [] and [t["role"] for t in again["turns"]] == [t["role"] for t in record["turns"]]
 
 
 @pytest.fixture(scope="module")
