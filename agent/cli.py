@@ -1,16 +1,16 @@
-"""The `hotline` command: serve, check, call."""
+"""The `hotline` command: serve, check, call, replay."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
 
+from agent import replay_cli
 from agent.config import Settings, load_settings, normalize_number
 from agent.yamlfile import ConfigError
 
@@ -41,13 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--then-transfer", metavar="DEPT", help="bridge to this department when the stream ends"
     )
 
-    replay = sub.add_parser(
-        "replay", help="speak a recorded call's caller channel into a running service again (regression test)"
-    )
-    replay.add_argument("recording", help="the call's stereo WAV (GET /api/calls/{id}/recording)")
-    replay.add_argument("--to", required=True, help="number whose bot answers the replay")
-    replay.add_argument("--url", help="the service (default: this config's public_url)")
-    replay.add_argument("--original", metavar="CALL_ID", help="compare with this call's record")
+    replay_cli.add_parser(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -65,33 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
     if args.command == "replay":
-        return asyncio.run(_replay(settings, args))
+        return replay_cli.run(settings, args)
     return asyncio.run(_call(settings, args))
-
-
-async def _replay(settings: Settings, args: argparse.Namespace) -> int:
-    import httpx
-
-    from agent.security import resolve_secret
-    from agent.testing.replay import compare, replay
-    from agent.testing.simulator import PiopiySimulator
-
-    service = settings.service
-    url = (args.url or service.server.public_url).rstrip("/")
-    secret = resolve_secret(service.security.webhook_secret_env, settings.path(service.storage.data_dir))
-    sim = PiopiySimulator(url, webhook_secret=secret)
-    done = await replay(sim, args.recording, to_number=normalize_number(args.to))
-    print(f"replayed {done.seconds:.1f} s of caller audio as call {done.call_id}")
-    async with httpx.AsyncClient(base_url=url, headers={"X-Hotline-Secret": secret}, timeout=30) as http:
-        again = (await http.get(f"/api/calls/{done.call_id}")).json()
-        for turn in again.get("turns", []):
-            latency = turn.get("latency_ms", {})
-            ms = f"  ({latency['response_ms']} ms)" if "response_ms" in latency else ""
-            print(f"  {turn['role']:>6}: {turn['text']}{ms}")
-        if args.original:
-            original = (await http.get(f"/api/calls/{args.original}")).json()
-            print(json.dumps(compare(original, again), indent=2))
-    return 0
 
 
 def _check(settings: Settings) -> int:

@@ -301,15 +301,16 @@ class TurnDetector:
 
         For semantic endpointing: when the paused audio already says something whole, waiting out the
         rest of the silence only delays the answer. The turn's audio is exactly what the last
-        `SpeechPaused` carried. Returns None unless `paused`; a turn too short to count is dropped.
+        `SpeechPaused` carried. Returns None unless `paused`. A turn still too short to count is not
+        ended (nor dropped): it goes on, and may yet grow ("Bye… bye.") or end as usual.
         """
         if not self.paused:
             return None
         last, onset = self._endpointer.last_speech, self._onset
-        audio = self._audio_through(last + self._tail)
-        self._finish(forget_recent=False)
         if last + 1 - onset < self._min_turn:
             return None
+        audio = self._audio_through(last + self._tail)
+        self._finish(forget_recent=False)
         at_ms = self._index * FRAME_MS
         return TurnEnded(onset * FRAME_MS, (last + 1) * FRAME_MS, audio, at_ms=at_ms, early=True)
 

@@ -2,7 +2,7 @@
 # Debian packages the tests and benchmarks read (real human speech, never committed to the repo).
 # Installs only what is missing, so a second run costs a few dpkg look-ups.
 set -euo pipefail
-pkgs=(asterisk-core-sounds-en-wav asterisk-core-sounds-en pocketsphinx-testdata)
+pkgs=(asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-es-wav pocketsphinx-testdata espeak-ng)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

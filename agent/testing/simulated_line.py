@@ -411,6 +411,10 @@ class SimulatedLine:
 
         return await self._wait(check, timeout, "bot audio")
 
+    async def wait_for_time(self, t: float, timeout: float = 60.0) -> None:
+        """Wait until the call clock (`now()`) reaches `t` seconds."""
+        await self._wait(lambda: True if self.now() >= t else None, timeout, f"call time {t:.2f} s")
+
     async def wait_until_bot_silent(self, quiet_s: float = 0.6, timeout: float = 30.0) -> None:
         """Wait until nothing plays and no audio arrived for `quiet_s` wall seconds (or the stream ends)."""
         loop = asyncio.get_running_loop()

@@ -10,11 +10,11 @@ import wave
 import httpx
 import numpy as np
 
+from agent.testing.caller_voice import caller_says
 from agent.testing.replay import replay_stored
 from agent.testing.simulator import PiopiySimulator
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service
 from tests.agent.test_calls import call_id_of, final_record
-from tests.agent.voices import caller_says
 
 
 def sim(service: Service, speed: float = 1.0) -> PiopiySimulator:

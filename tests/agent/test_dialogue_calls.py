@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from agent.testing.backends import SHIPPED_BASE_URL, FakeToolBackend
+from agent.testing.caller_voice import caller_says
 from agent.testing.llm_server import FakeLlmServer
 from agent.testing.simulator import PiopiySimulator
 from tests.agent.conftest import ORDER_NUMBER, REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
-from tests.agent.voices import caller_says
 
 ORDER_RATE = 16000
 

@@ -16,11 +16,11 @@ import httpx
 import pytest
 import yaml
 
+from agent.testing.caller_voice import caller_says
 from agent.testing.replay import replay_stored
 from agent.testing.simulator import PiopiySimulator, SimulatedCall
 from tests.agent.conftest import REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
-from tests.agent.voices import caller_says
 
 SENIOR = [918040001301, 918040001302]
 ANGRY = [

@@ -9,9 +9,9 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from agent.bus import Bus
+from agent.testing.caller_voice import caller_says
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service
 from tests.agent.test_conversation import sim
-from tests.agent.voices import caller_says
 
 
 async def test_a_viewer_sees_partial_and_final_transcripts_live(service: Service) -> None:

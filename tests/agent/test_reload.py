@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from agent.testing.caller_voice import caller_says
 from agent.testing.simulator import PiopiySimulator
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
-from tests.agent.voices import caller_says
 
 OLD_LINE = "Of course. Let me connect you with a colleague."
 NEW_LINE = "Right away. A colleague will take it from here."

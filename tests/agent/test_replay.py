@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 
+from agent.testing.caller_voice import caller_says
 from agent.testing.replay import caller_channel, compare, replay
 from agent.testing.simulator import PiopiySimulator
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service
 from tests.agent.test_calls import call_id_of, final_record
-from tests.agent.voices import caller_says
 
 
 async def test_a_recorded_call_replays_with_the_same_answers_and_its_latencies(

@@ -143,11 +143,17 @@ def test_end_turn_ends_a_paused_turn_at_once_with_the_paused_audio() -> None:
     assert detector.turns_begun == begun + 1
 
 
-def test_end_turn_drops_a_turn_too_short_to_count() -> None:
+def test_end_turn_leaves_a_turn_too_short_to_count_going() -> None:
+    """ "Bye… bye.": the first word alone is too short to end the turn early; the turn goes on, the
+    second word joins it, and it ends as usual after the silence."""
     rate = 8000
-    detector = TurnDetector(rate, TurnConfig(min_turn_ms=2000))
-    events = run(detector, silence(500, rate) + prompt("vm-goodbye") + silence(CONFIG.pause_ms + 40, rate))
-    assert only(events, SpeechPaused) and detector.end_turn() is None and not detector.in_turn
+    detector = TurnDetector(rate, TurnConfig(min_turn_ms=800))
+    word = prompt("vm-goodbye")  # about 0.6 s of speech
+    events = run(detector, silence(500, rate) + word + silence(CONFIG.pause_ms + 40, rate))
+    assert only(events, SpeechPaused) and detector.end_turn() is None and detector.in_turn
+    events = run(detector, word + silence(1500, rate))
+    (ended,) = only(events, TurnEnded)
+    assert not ended.early and ended.end_ms - ended.start_ms >= 800
 
 
 @pytest.mark.parametrize("rate", [8000, 16000])
