@@ -18,7 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from agent.config import Settings
+from agent.testing.caller_voice import MissingSpeech
+from agent.testing.simulated_line import SimulatorError
 from agent.yamlfile import ConfigError
 
 USAGE_ERROR = 2
@@ -62,7 +66,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return USAGE_ERROR
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else settings.path(Path("var/replays")) / f"{scenario.name}-{stamp}"
-    return asyncio.run(_replay(settings, scenario, args, out))
+    try:
+        return asyncio.run(_replay(settings, scenario, args, out))
+    except (SimulatorError, httpx.HTTPError, MissingSpeech, ValueError) as exc:
+        print(f"\nhotline replay: the call could not be played: {exc}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 def _scenario(path: Path, args: argparse.Namespace) -> Any:

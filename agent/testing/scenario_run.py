@@ -186,7 +186,10 @@ async def run_scenario(
     """Play the scenario against the service at `url`, check its expectations, write its report."""
     chosen = scenario.speed if speed is None else speed
     pace = math.inf if chosen == "max" else float(chosen)
-    sim = PiopiySimulator(url, webhook_secret=secret, speed=pace, line_noise_dbfs=scenario.line_noise_dbfs)
+    sim = PiopiySimulator(
+        url, webhook_secret=secret, speed=pace, line_noise_dbfs=scenario.line_noise_dbfs,
+        rewrite_ws_host=True,  # the stream at `url` too, whatever public host its ws_url names
+    )  # fmt: skip
     started = time.monotonic()
     call_id = await play(scenario, sim, number_of(scenario, settings), progress=progress)
     async with httpx.AsyncClient(base_url=url, headers={"X-Hotline-Secret": secret}, timeout=30) as http:
@@ -200,7 +203,7 @@ async def run_scenario(
         out_dir,
         recording=recording,
         failures=failures if scenario.expect is not None else None,
-        title=f"{scenario.name}: {scenario.description}" if scenario.description else scenario.name,
+        title=f"{scenario.name} (speed {chosen}): {scenario.description}".rstrip(": "),
     )
     return ScenarioRun(scenario, call_id, record, failures, time.monotonic() - started, report)
 
