@@ -62,10 +62,18 @@ class Bus:
     def __init__(self, queue_size: int = 1000) -> None:
         self._subscribers: set[Subscription] = set()
         self.queue_size = queue_size
+        self.forward: Callable[[LiveEvent], None] | None = None
+        """Also hand this process's events to other workers (agent.cluster); never waits."""
 
     def publish(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
-        """Hand an event to every subscriber; never waits."""
+        """Hand an event of one of our calls to every subscriber (and the other workers); never waits."""
         event = LiveEvent(call_id, kind, data)
+        self.deliver(event)
+        if self.forward is not None:
+            self.forward(event)
+
+    def deliver(self, event: LiveEvent) -> None:
+        """Hand an event to this process's subscribers only (events of other workers' calls)."""
         for sub in list(self._subscribers):
             sub.offer(event)
 

@@ -27,6 +27,7 @@ from agent.dialogue.scripted import IntentMatcher
 from agent.dialogue.tools import ToolBox
 from agent.escalation.rules import Firing, RuleState
 from agent.escalation.signals import SignalTracker
+from agent.metrics import call_outcome
 from agent.runtime import Runtime
 from agent.speech import SpokenReply
 from agent.telephony.piopiy import (
@@ -93,8 +94,10 @@ class CallSession:
         self._send_lock = asyncio.Lock()
         self.socket_open = True
         self.state = "connecting"
+        self.started_at = time.time()
         self.hangup_seen = False
         self.handed_off = False  # bridged to a human: keep transcribing, never answer again
+        self.bot_hung_up = False  # the bot sent a hangup PCMO
         self.tags: list[str] = []  # labels from `tag` actions
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -147,6 +150,10 @@ class CallSession:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        outcome = call_outcome(
+            handed_off=self.handed_off, bot_hung_up=self.bot_hung_up, dropped=dropped and not self.hangup_seen
+        )
+        self.runtime.metrics.call_ended(self.bot_name, outcome)
         recording_path = None
         try:
             target = self.runtime.recordings_dir / f"{self.call_id}.wav"
@@ -272,6 +279,7 @@ class CallSession:
         dept = self.bot.departments[department]
         self.transfer_state = Transfer(department, time.monotonic())
         await self.send_pcmo(transfer_pcmo(self, department), reason={**reason, "department": department})
+        self.runtime.metrics.transfer(self.bot_name, department, reason)
         # Nobody answering is known from the events (leg b), or from the ring time running out.
         self.spawn(self._transfer_watch(self.transfer_state, dept.timeout * dept.loop + TRANSFER_GRACE_S))
 
@@ -290,6 +298,7 @@ class CallSession:
         info = {"department": transfer.department, "why": why}
         await self.record.event("transfer", "failed", info)
         self.publish("transfer.failed", **info)
+        self.runtime.metrics.error(self.bot_name, "transfer", why)
         self.state, self.handed_off = "listening", False  # the caller is ours again
         actions = self.bot.departments[transfer.department].if_unanswered
         specs = actions or [ActionSpec(say=self.bot.phrases.unanswered), ActionSpec(hangup=True)]

@@ -87,11 +87,13 @@ class Answerer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await producer
             if reply.first_audio_at is not None:
-                latency.update(
-                    dialogue_first_text_ms=round((first_text[0] - started) * 1000) if first_text else None,
-                    tts_first_audio_ms=reply.first_synth_ms,
-                    response_ms=round((reply.first_audio_at - speech_end) * 1000),
-                )
+                answered = {
+                    "dialogue_first_text_ms": round((first_text[0] - started) * 1000) if first_text else None,
+                    "tts_first_audio_ms": reply.first_synth_ms,
+                    "response_ms": round((reply.first_audio_at - speech_end) * 1000),
+                }
+                latency.update(answered)
+                s.runtime.metrics.turn_latency(s.bot_name, answered)  # (endpoint and ASR: CallerTurns)
                 await s.record.update_turn(caller_turn, latency=latency)
             if reply.interrupted:
                 s.dialogue.heard(reply.said, reply.heard)
@@ -109,6 +111,7 @@ class Answerer:
         payload = {"caller_text": caller_text, "reason": reason, "said_before": reply.said}
         await s.record.event("dialogue", "failure", payload)
         s.publish("dialogue.failure", reason=reason)
+        s.runtime.metrics.error(s.bot_name, "dialogue", reason)
         await s.speak_fixed(s.bot.phrases.fallback)
         await s.on_dialogue_failure(reason)
 
@@ -134,6 +137,7 @@ class Answerer:
             elapsed = round((time.monotonic() - started) * 1000)
             await s.record.event("tool", "failure", {"tool": name, "kind": exc.kind, "ms": elapsed})
             s.publish("tool.failure", tool=name, error=exc.kind)
+            s.runtime.metrics.error(s.bot_name, "tool", exc.kind)
             raise
         finally:
             task.cancel()
@@ -147,6 +151,7 @@ class Answerer:
         if action.kind == "transfer" and action.department:
             await s.transfer(action.department, action.reason)
         elif action.kind == "hangup":
+            s.bot_hung_up = True
             await s.send_pcmo([hangup_action()], reason=action.reason)
         elif action.kind == "say" and action.text:
             await s.speak_fixed(action.text)
@@ -159,6 +164,28 @@ class Answerer:
         else:
             log.warning("call %s: action %s is not supported here", s.call_id, action.kind)
             await s.record.action(action.kind, {"unsupported": True}, action.reason)
+
+    async def supervise(self, kind: str, department: str | None, user: str | None) -> None:
+        """A supervisor's "transfer now" or "hang up": the bot stops talking, says the handoff line
+        before a transfer, and acts; recorded as a supervisor action."""
+        s = self.session
+        reason: dict[str, Any] = {"by": "supervisor", "user": user or "supervisor"}
+        await s.record.action("supervisor", {"action": kind, "department": department}, reason)
+        s.publish("supervisor", action=kind, department=department, user=reason["user"])
+        if s.reply_task is not None and not s.reply_task.done():
+            s.reply_task.cancel()
+            if s.playout.playing:
+                await s.send_control("break")
+        action = DialogueAction(kind="transfer", department=department, reason=reason)
+        if kind == "hangup":
+            action = DialogueAction(kind="hangup", reason=reason)
+
+        async def act() -> None:
+            if kind == "transfer" and not s.handed_off:
+                await s.speak_fixed(s.bot.phrases.handoff)
+            await self.do(action)
+
+        s.start_reply(act())
 
     async def tag(self, tags: tuple[str, ...], reason: dict[str, Any]) -> None:
         """Label the call (kept in its record's meta, shown by the API and live views)."""
@@ -179,6 +206,7 @@ class Answerer:
         hook = current.webhooks.get(webhook) or s.bot.webhooks.get(webhook)
         if hook is None:
             await s.record.event("notify", "failed", {"webhook": webhook, "error": "no such webhook"})
+            s.runtime.metrics.error(s.bot_name, "notify", "no_such_webhook")
             return
         payload = {
             "event": "hotline.notify",
@@ -204,6 +232,9 @@ class Answerer:
             delivery = await s.runtime.notifier.send(webhook, hook, payload)
             await record.event("notify", "sent" if delivery.ok else "failed", delivery.as_dict())
             publish("notify", **delivery.as_dict())
+            if not delivery.ok:
+                kind = f"http_{delivery.status}" if delivery.status else "unreachable"
+                s.runtime.metrics.error(s.bot_name, "notify", kind)
 
         s.runtime.in_background(deliver(), name=f"notify {webhook} {s.call_id}")
 

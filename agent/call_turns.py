@@ -144,6 +144,7 @@ class CallerTurns:
                 await reply
             self._cut_reply = s.current_reply
         s.signals.count("barge_ins")
+        s.runtime.metrics.barge_in(s.bot_name)
         barge_in = {"onset_ms": event.onset_ms, "detected_after_ms": event.at_ms - event.onset_ms}
         s.publish("barge_in", **barge_in)
         await s.record.event("turns", "barge_in", barge_in)
@@ -159,6 +160,7 @@ class CallerTurns:
             await s.record.event(
                 "asr", "rejected", {"reason": str(transcript.rejected), "detail": transcript.detail}
             )
+            s.runtime.metrics.error(s.bot_name, "asr", str(transcript.rejected or "empty"))
             return
         text = transcript.text.strip()
         bot_was_speaking = s.reply_task is not None and not s.reply_task.done()
@@ -195,6 +197,7 @@ class CallerTurns:
                 "caller", text, wall_end - duration, ended_at=wall_end, latency=latency
             )
         s.publish("turn", role="caller", text=text, latency_ms=latency, continued=continued is not None)
+        s.runtime.metrics.turn_latency(s.bot_name, latency)  # endpoint and ASR (the answer: Answerer)
         reply = await self._respond(text, turn_id, speech_end, latency, level_dbfs=transcript.level_dbfs)
         if event.early and reply is not None:
             self._early = EarlyTurn(event.end_ms, text, turn_id, reply)

@@ -10,8 +10,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agent import replay_cli
+from agent import calls_cli, replay_cli
 from agent.config import Settings, load_settings, normalize_number
+from agent.logs import setup_logging
 from agent.yamlfile import ConfigError
 
 log = logging.getLogger("hotline")
@@ -24,6 +25,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", default=os.environ.get("HOTLINE_CONFIG", "config.yaml"), help="config.yaml path"
     )
     parser.add_argument("--log-level", default=os.environ.get("HOTLINE_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("HOTLINE_LOG_FORMAT", "text"),
+        help="json: one JSON object per line, for log collectors (every line has the call id)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service")
@@ -42,11 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     replay_cli.add_parser(sub)
+    calls_cli.add_parser(sub)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level, args.log_format)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -60,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, args.host, args.port)
     if args.command == "replay":
         return replay_cli.run(settings, args)
+    if args.command == "calls":
+        return calls_cli.run(settings, args)
     return asyncio.run(_call(settings, args))
 
 
@@ -86,21 +94,9 @@ def _check(settings: Settings) -> int:
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
-    import uvicorn
+    from agent.serve import serve
 
-    from agent.server import create_app
-
-    server = settings.service.server
-    uvicorn.run(
-        create_app(settings),
-        host=host or server.host,
-        port=port or server.port,
-        ws="websockets-sansio",  # the websockets package, sans-I/O (the legacy one is deprecated)
-        # Frames over our own limit are closed with 1009 by the stream handler, not by uvicorn.
-        ws_max_size=settings.service.security.max_frame_bytes * 4 + 65536,
-        log_level="warning",
-        timeout_graceful_shutdown=15,
-    )
+    serve(settings, host, port)
     return 0
 
 

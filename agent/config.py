@@ -45,6 +45,18 @@ class ServerConfig(Strict):
         default="http://127.0.0.1:8080",
         description="Base URL PIOPIY reaches us at; the stream ws_url is derived from it (https → wss).",
     )
+    drain_timeout_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long live calls may go on before the worker closes them and exits "
+        "(new calls get the fallback meanwhile). Keep Kubernetes' terminationGracePeriodSeconds above it.",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve GET /metrics without the webhook secret (for scrapers that cannot send it; "
+        "keep the port off the internet then). False: it needs the secret like /api/*.",
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -75,6 +87,12 @@ class StorageConfig(Strict):
     url: str = "sqlite:///var/hotline.db"
     data_dir: Path = Path("var")
     recordings_dir: Path = Path("var/recordings")
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Delete the recordings (WAV) of calls that ended more than this many days ago "
+        "(checked hourly; the call records stay). None: keep them forever.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -100,6 +118,20 @@ class LlmConfig(Strict):
     )
     max_tool_rounds: int = Field(
         default=3, ge=1, le=10, description="Model calls after tool results, per reply."
+    )
+
+
+class ClusterConfig(Strict):
+    """Several workers behind one load balancer share live events, live calls and supervisor commands
+    through Redis (records are shared through PostgreSQL). Without redis_url: one worker alone."""
+
+    redis_url: str | None = Field(
+        default=None,
+        pattern=r"^rediss?://",
+        description="e.g. redis://127.0.0.1:6379/0 (or HOTLINE_REDIS_URL).",
+    )
+    worker_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Default: host name and process id."
     )
 
 
@@ -135,6 +167,7 @@ class ServiceConfig(Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     piopiy: PiopiyConfig = Field(default_factory=PiopiyConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     prompts_dir: Path = Path("prompts")
     numbers: dict[str, str] = Field(
         default_factory=dict, description="PIOPIY number → bot (prompts/<bot>.yaml)"
@@ -153,6 +186,8 @@ class ServiceConfig(Strict):
         # The endpoint may differ per deployment; an env var beats editing the file.
         if url := os.environ.get("HOTLINE_LLM_BASE_URL"):
             self.llm.base_url = url
+        if url := os.environ.get("HOTLINE_REDIS_URL"):
+            self.cluster.redis_url = url
         return self
 
 

@@ -17,6 +17,7 @@ import httpx
 import openai
 
 from agent.bus import Bus
+from agent.cluster import Cluster, default_worker_id
 from agent.config import ServerConfig, Settings, load_settings
 from agent.dialogue.base import CallContext, Dialogue
 from agent.dialogue.llm import LLMDialogue, make_client
@@ -25,8 +26,11 @@ from agent.dialogue.tools import ToolBox
 from agent.escalation.notify import Notifier
 from agent.escalation.rules import CompiledRule, compile_rules
 from agent.loop_lag import LoopLagMonitor
+from agent.metrics import Metrics
+from agent.retention import start_retention, stop_retention
 from agent.security import StreamTokens, resolve_secret
 from agent.store import Store
+from agent.telephony.piopiy_webhooks import CallEvent, parse_body
 from pipelines.asr import Transcriber, load_whisper
 from pipelines.executor import ModelExecutor
 from pipelines.models import piper_voice_files, whisper_model_dir
@@ -69,12 +73,19 @@ class Runtime:
     """The LLM endpoint's client, shared by all calls; None: bots answer from their YAML scripts."""
     notifier: Notifier = field(init=False)
     """Sends `notify` actions' webhooks over the tools' connection pool."""
+    metrics: Metrics = field(init=False)
+    """This process's Prometheus metrics (its own registry), served at /metrics."""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Work that may outlive its call (webhook notifications); waited for at shutdown."""
+    cluster: Cluster | None = None
+    """The other workers (Redis): None when this worker runs alone."""
+    retention: asyncio.Task[None] | None = None
+    """Deletes expired recordings hourly (agent/retention.py); None: recordings are kept forever."""
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.notifier = Notifier(self.tool_http)
+        self.metrics = Metrics(self)
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -130,6 +141,14 @@ class Runtime:
         if service.llm.base_url is not None:
             runtime.llm = make_client(service.llm)
         runtime.loop_lag.start()
+        runtime.retention = start_retention(store, service.storage.retention_days, recordings)
+        if service.cluster.redis_url:
+            worker = service.cluster.worker_id or default_worker_id()
+            runtime.cluster = await Cluster.connect(
+                service.cluster.redis_url, worker, runtime.bus.deliver, runtime.execute
+            )
+            if runtime.cluster is not None:
+                runtime.bus.forward = runtime.cluster.forward
         return runtime
 
     def new_dialogue(self, ctx: CallContext, toolbox: ToolBox, *, run_tool: ToolRunner) -> Dialogue:
@@ -143,16 +162,16 @@ class Runtime:
     async def stop(self, *, deadline_s: float = 10.0) -> None:
         """Let live calls end (up to a deadline), then close them and release everything."""
         self.draining = True
-        if self.sessions:
-            self._idle.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), deadline_s)
+        await self.wait_idle(deadline_s)
         for session in list(self.sessions.values()):
             await session.close("shutdown")
         if self.background:  # notifications still on their way get a few seconds
             _, late = await asyncio.wait(set(self.background), timeout=BACKGROUND_GRACE_S)
             for task in late:
                 task.cancel()
+        await stop_retention(self.retention)
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.loop_lag.stop()
         await self.tool_http.aclose()
         if self.llm is not None:
@@ -218,16 +237,75 @@ class Runtime:
 
         task.add_done_callback(done)
 
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no call is live in this process (True), or `timeout_s` passes (False)."""
+        if not self.sessions:
+            return True
+        self._idle.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return not self.sessions
+
     def register(self, session: CallSession) -> None:
         """A call went live in this process."""
         self.sessions[session.call_id] = session
         self._idle.clear()
+        if self.cluster is not None:
+            info = live_info(session)
+            self.in_background(self.cluster.call_started(session.call_id, info), "cluster register")
 
     def unregister(self, call_id: str) -> None:
         """A call ended."""
         self.sessions.pop(call_id, None)
         if not self.sessions:
             self._idle.set()
+        if self.cluster is not None:
+            self.in_background(self.cluster.call_ended(call_id), "cluster unregister")
+
+    async def live_calls(self) -> list[dict[str, Any]]:
+        """Live calls of every worker (this one alone without a cluster), oldest first."""
+        calls = {call_id: {**live_info(s), "worker": self.worker_id} for call_id, s in self.sessions.items()}
+        if self.cluster is not None:
+            calls = {**await self.cluster.live_calls(), **calls}
+        return sorted(
+            ({"call_id": call_id, **info} for call_id, info in calls.items()), key=lambda c: c["started_at"]
+        )
+
+    async def execute(self, command: dict[str, Any]) -> bool:
+        """Run a command on a live call of this process (a supervisor's, or a platform callback that
+        reached another worker); False when the call is not live here."""
+        session = self.sessions.get(str(command.get("call_id")))
+        if session is None:
+            log.info("command %s for call %s: not live here", command.get("cmd"), command.get("call_id"))
+            return False
+        match command.get("cmd"):
+            case "transfer" | "hangup":
+                await session.answerer.supervise(
+                    command["cmd"], command.get("department"), command.get("user")
+                )
+            case "event":
+                await session.on_platform_event(parse_body(CallEvent, command["body"]))
+            case "dtmf":
+                await session.on_dtmf(str(command["digits"]))
+            case other:
+                log.warning("unknown command %r for call %s", other, session.call_id)
+                return False
+        return True
+
+    async def route(self, call_id: str, command: dict[str, Any]) -> str | None:
+        """Run `command` on the call wherever it lives: this worker, or the owner through the cluster.
+        Returns the worker that took it, or None when the call is not live anywhere."""
+        if call_id in self.sessions:
+            await self.execute({**command, "call_id": call_id})
+            return self.worker_id
+        if self.cluster is not None:
+            return await self.cluster.send(call_id, command)
+        return None
+
+    @property
+    def worker_id(self) -> str:
+        """This worker's name in listings."""
+        return self.cluster.worker_id if self.cluster is not None else "local"
 
     def session_for_cmiuuid(self, cmiuuid: str | None) -> CallSession | None:
         """The live call with this platform id, if it runs in this process."""
@@ -261,3 +339,15 @@ def stream_url(
 def new_call_id() -> str:
     """Our own call id (the platform's cmiuuid is stored beside it)."""
     return "c_" + uuid.uuid4().hex
+
+
+def live_info(session: CallSession) -> dict[str, Any]:
+    """What listings of live calls show about one."""
+    return {
+        "bot": session.bot_name,
+        "caller": session.ctx.caller_number,
+        "called": session.ctx.called_number,
+        "state": session.state,
+        "started_at": session.started_at,
+        "tags": list(session.tags),
+    }

@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect
 
 from agent.config import Settings, normalize_number
+from agent.logs import for_call
+from agent.metrics import CONTENT_TYPE
 from agent.runtime import Runtime, new_call_id
 from agent.security import webhook_secret_ok
 from agent.stream import stream_socket
@@ -103,15 +105,25 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         finally:
             subscription.close()
 
-    @app.get("/healthz")
-    async def healthz(request: Request) -> dict[str, Any]:
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics (agent/metrics.py); needs the secret unless `server.metrics_public`."""
         rt = _rt(request)
-        return {
+        if not rt.settings.service.server.metrics_public:
+            _authorized(request)
+        return Response(rt.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> JSONResponse:
+        """Readiness: 200 while taking calls, 503 while draining (load balancers stop sending work)."""
+        rt = _rt(request)
+        body = {
             "status": "draining" if rt.draining else "ok",
             "active_calls": len(rt.sessions),
             "loop_lag_ms": rt.loop_lag.summary(),
             "model_queue_depth": rt.executor.queue_depth,
         }
+        return JSONResponse(body, status_code=503 if rt.draining else 200)
 
     @app.post("/piopiy/answer")
     async def answer(request: Request) -> JSONResponse:
@@ -143,6 +155,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         session = rt.session_for_cmiuuid(event.cmiuuid)  # again: the call may have ended while we stored
         if session is not None:
             await session.on_platform_event(event)
+        elif call_id and rt.cluster is not None and await rt.route(call_id, {"cmd": "event", "body": body}):
+            pass  # the call lives on another worker: it got the event
         elif call_id and event.status_lower == "hangup":
             # PIOPIY usually closes the socket before it posts `hangup`: say who ended the call.
             await rt.store.mark_caller_hangup(call_id)
@@ -174,7 +188,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         session = rt.session_for_cmiuuid(digits.call_uuid)
         if session is not None:
             await session.on_dtmf(digits.dtmf)
-        return {"ok": True, "delivered": session is not None}
+            return {"ok": True, "delivered": True}
+        owner = await rt.route(call_id, {"cmd": "dtmf", "digits": digits.dtmf}) if call_id else None
+        return {"ok": True, "delivered": owner is not None}
 
     @app.get("/api/calls")
     async def list_calls(
@@ -205,6 +221,31 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             raise HttpError(404, "no recording for this call", call_id)
         return FileResponse(path, media_type="audio/wav", filename=f"{call_id}.wav")
 
+    @app.get("/api/live-calls")
+    async def live_calls(request: Request) -> dict[str, Any]:
+        """The calls live right now on every worker (with the cluster), oldest first."""
+        rt = _authorized(request)
+        return {"worker": rt.worker_id, "calls": await rt.live_calls()}
+
+    @app.post("/api/calls/{call_id}/transfer")
+    async def supervisor_transfer(request: Request, call_id: str, body: SupervisorTransfer) -> JSONResponse:
+        """A supervisor's "transfer now": to a department of the call's bot (never a number)."""
+        rt = _authorized(request)
+        record = await rt.store.call_record(call_id)
+        bot = rt.settings.bots.get(record["bot"]) if record and record.get("bot") else None
+        if bot is None:
+            raise HttpError(404, "no such call", call_id)
+        if body.department not in bot.departments:
+            raise HttpError(422, "no such department", f"departments: {', '.join(sorted(bot.departments))}")
+        command = {"cmd": "transfer", "department": body.department, "user": body.user}
+        return _routed(call_id, await rt.route(call_id, command))
+
+    @app.post("/api/calls/{call_id}/hangup")
+    async def supervisor_hangup(request: Request, call_id: str, body: SupervisorAction) -> JSONResponse:
+        """A supervisor's "hang up"."""
+        rt = _authorized(request)
+        return _routed(call_id, await rt.route(call_id, {"cmd": "hangup", "user": body.user}))
+
     @app.post("/api/reload")
     async def reload(request: Request) -> dict[str, Any]:
         rt = _authorized(request)
@@ -216,6 +257,24 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             ) from None
 
     return app
+
+
+class SupervisorAction(BaseModel):
+    """Who asks (for the record)."""
+
+    user: str | None = Field(default=None, max_length=64)
+
+
+class SupervisorTransfer(SupervisorAction):
+    """Transfer to one of the call's bot departments."""
+
+    department: str = Field(min_length=1, max_length=64)
+
+
+def _routed(call_id: str, worker: str | None) -> JSONResponse:
+    if worker is None:
+        raise HttpError(409, "the call is not live", call_id)
+    return JSONResponse({"ok": True, "call_id": call_id, "worker": worker}, status_code=202)
 
 
 def _rt(request: Request) -> Runtime:
@@ -267,6 +326,7 @@ async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
     settings = rt.settings
     now = time.time()
     call_id = new_call_id()
+    for_call(call_id)
     try:
         bot_name = settings.service.numbers.get(normalize_number(call.to))
     except ValueError:
@@ -281,6 +341,7 @@ async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
             id=call_id, status="unrouted", end_reason=why, ended_at=now, meta={"answer": body}, **common
         )
         await rt.store.add_action(call_id, "answer", pcmo, {"rule": why, "number": call.to}, now)
+        rt.metrics.call_ended(bot_name or "unknown", "unrouted")
         return pcmo
     assert bot_name is not None
     ws_url = rt.stream_url(call_id=call_id, bot=bot_name, from_number=call.from_, to_number=call.to)

@@ -7,18 +7,22 @@ still leaves what was said and done. `call_record()` builds the public JSON shap
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     Float,
     ForeignKey,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    exists,
     func,
     select,
     update,
@@ -245,20 +249,73 @@ class Store:
             return await s.scalar(select(CallRow.id).where(cond).order_by(CallRow.started_at.desc()).limit(1))
 
     async def list_calls(
-        self, *, limit: int = 50, offset: int = 0, bot: str | None = None, status: str | None = None
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        bot: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        search: str | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """Newest calls first, with the total count for paging."""
-        query = select(CallRow)
-        count = select(func.count()).select_from(CallRow)
-        for col, value in ((CallRow.bot, bot), (CallRow.status, status)):
-            if value is not None:
-                query, count = query.where(col == value), count.where(col == value)
+        """Newest calls first, with the total count for paging. `since`: started at or after (epoch s);
+        `search`: text in the call id, a number or any turn's words (see `_matching`)."""
+        conditions = [
+            col == value for col, value in ((CallRow.bot, bot), (CallRow.status, status)) if value is not None
+        ]
+        if since is not None:
+            conditions.append(CallRow.started_at >= since)
+        if search:
+            conditions.append(_matching(search))
+        query = select(CallRow).where(*conditions)
+        count = select(func.count()).select_from(CallRow).where(*conditions)
         async with self._session() as s:
             total = await s.scalar(count) or 0
             rows = (
                 await s.scalars(query.order_by(CallRow.started_at.desc()).limit(limit).offset(offset))
             ).all()
         return total, [_call_meta(r) for r in rows]
+
+    async def caller_turn_counts(self, call_ids: Sequence[str]) -> dict[str, int]:
+        """How many turns the caller took on each of these calls (calls without any are left out)."""
+        if not call_ids:
+            return {}
+        query = (
+            select(TurnRow.call_id, func.count())
+            .where(TurnRow.call_id.in_(call_ids), TurnRow.role == "caller")
+            .group_by(TurnRow.call_id)
+        )
+        async with self._session() as s:
+            return {call_id: n for call_id, n in (await s.execute(query)).all()}
+
+    async def call_ids_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids of calls starting with `prefix` (at most `limit`: two tell that a prefix is ambiguous)."""
+        query = select(CallRow.id).where(CallRow.id.startswith(prefix, autoescape=True))
+        async with self._session() as s:
+            return list((await s.scalars(query.order_by(CallRow.id).limit(limit))).all())
+
+    async def recordings_ended_before(self, cutoff: float) -> list[tuple[str, str, float]]:
+        """(call id, recording path, ended at) of calls that ended before `cutoff` and still name a
+        recording, oldest first."""
+        query = (
+            select(CallRow.id, CallRow.recording_path, CallRow.ended_at)
+            .where(CallRow.recording_path.is_not(None), CallRow.ended_at < cutoff)
+            .order_by(CallRow.ended_at)
+        )
+        async with self._session() as s:
+            rows = (await s.execute(query)).all()
+        return [(call_id, path, ended) for call_id, path, ended in rows if path and ended is not None]
+
+    async def clear_recording(self, call_id: str, path: str, deleted_at: float) -> bool:
+        """The recording at `path` is gone: clear the call's path and set `meta.recording_deleted_at`
+        (ISO time) so its record says why. False when the row no longer names that file."""
+        async with self._session.begin() as s:
+            row = await s.get(CallRow, call_id, with_for_update=True)
+            if row is None or row.recording_path != path:
+                return False
+            row.recording_path = None
+            row.meta = {**(row.meta or {}), "recording_deleted_at": iso(deleted_at)}
+            return True
 
     async def call_record(self, call_id: str) -> dict[str, Any] | None:
         """The whole record of one call: meta, turns, actions, events and CDRs."""
@@ -293,6 +350,19 @@ class Store:
         ]
         record["cdr"] = [{"leg": c.leg, "deliveries": c.deliveries, **_dict(c.payload)} for c in cdrs]
         return record
+
+
+def _matching(text: str) -> ColumnElement[bool]:
+    """Calls whose id or any turn's text contains `text` (case-insensitive: lower() LIKE on SQLite and
+    PostgreSQL alike), or whose numbers contain its digits ('+91 98765' finds 919876543210)."""
+    found = CallRow.id.icontains(text, autoescape=True) | exists().where(
+        TurnRow.call_id == CallRow.id, TurnRow.text.icontains(text, autoescape=True)
+    )
+    digits = re.sub(r"[\s\-().+]", "", text)
+    if digits.isdigit():
+        for number in (CallRow.from_number, CallRow.to_number):
+            found = found | number.contains(digits, autoescape=True)
+    return found
 
 
 def _dict(value: Any) -> dict[str, Any]:

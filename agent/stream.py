@@ -9,6 +9,7 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from agent.call import CallSession
+from agent.logs import for_call
 from agent.runtime import Runtime
 from agent.security import TokenError
 from agent.telephony.piopiy import StreamDecoder
@@ -31,6 +32,7 @@ async def stream_socket(ws: WebSocket) -> None:
         log.warning("stream refused for call %r: %s (from %s)", call_id[:64], exc, ws.client)
         await ws.close(POLICY_VIOLATION, "invalid stream token")
         return
+    for_call(call_id)  # every log line of this call, and of the tasks it starts, names it
     bot = runtime.settings.bots.get(bot_name)
     if bot is None or call_id in runtime.sessions:
         why = "unknown bot" if bot is None else "call already streaming"
@@ -77,6 +79,7 @@ async def stream_socket(ws: WebSocket) -> None:
                 )
                 await session.record.event("stream", "frame_too_large", {"bytes": size, "limit": max_frame})
                 reason = "frame_too_large"
+                runtime.metrics.error(bot_name, "stream", reason)
                 await ws.close(MESSAGE_TOO_BIG, "frame too large")
                 break
             if data is not None:
@@ -88,5 +91,6 @@ async def stream_socket(ws: WebSocket) -> None:
     except Exception:
         log.exception("call %s: stream failed", call_id)
         reason, dropped = "stream_error", True
+        runtime.metrics.error(bot_name, "stream", reason)
     finally:
         await session.close(reason, dropped=dropped)

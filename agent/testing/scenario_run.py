@@ -218,7 +218,8 @@ def _save(out_dir: Path, recording: Path | None, wav: bytes) -> None:
 def local_service(settings: Settings, data_dir: Path, *, demo_backend: bool = False) -> Iterator[str]:
     """Serve `settings` in this process on a free loopback port, its records and recordings in
     `data_dir`; with `demo_backend`, the bots' tools and webhooks call a local demo backend. Yields
-    the base URL (the webhook secret is `settings`' own, see `service_secret`)."""
+    the base URL (the webhook secret is `settings`' own, see `service_secret`). `settings` is changed
+    in place (storage, public URL, pointed bots): pass a freshly loaded one."""
     from agent.server import create_app
     from agent.testing.backends import FakeToolBackend
     from agent.testing.servers import serve_in_thread

@@ -1,0 +1,190 @@
+"""Workers sharing Redis: live events from every call, one registry of live calls, commands to a
+call's owner. Without `cluster.redis_url` (or with Redis down at start) a worker runs alone.
+
+- Live events: each worker PUBLISHes its calls' events on `hotline:live` (from a bounded queue, so a
+  slow or dead Redis never holds a call up: events are dropped and counted) and re-delivers the other
+  workers' events to its own subscribers, so any worker's `/api/live` shows every call.
+- Registry: `hotline:calls` maps each live call to its worker (bot, numbers, start); each worker keeps
+  `hotline:worker:<id>` alive with a TTL, so the calls of a worker that died drop out of listings.
+- Commands: a supervisor's "transfer now"/"hang up", or a PIOPIY event or DTMF that reached another
+  worker, go to `hotline:cmd:<owner>`; the owner runs them on the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from agent.bus import LiveEvent
+
+log = logging.getLogger(__name__)
+
+LIVE = "hotline:live"
+CALLS = "hotline:calls"
+WORKER_KEY = "hotline:worker:{}"
+COMMANDS = "hotline:cmd:{}"
+OUTBOX_SIZE = 5000
+Command = dict[str, Any]
+Executor = Callable[[Command], Awaitable[object]]
+
+
+def default_worker_id() -> str:
+    """host-pid: unique per process, readable in listings."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Cluster:
+    """This worker's link to the others (see the module docstring)."""
+
+    def __init__(
+        self, redis: aioredis.Redis, worker_id: str, deliver: Callable[[LiveEvent], None], execute: Executor
+    ) -> None:
+        self.redis = redis
+        self.worker_id = worker_id
+        self._deliver = deliver  # a remote live event → local subscribers
+        self._execute = execute  # a command for one of our calls
+        self._outbox: asyncio.Queue[LiveEvent] = asyncio.Queue(maxsize=OUTBOX_SIZE)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.heartbeat_s = 5.0
+        self.dropped = 0
+
+    @classmethod
+    async def connect(
+        cls, url: str, worker_id: str, deliver: Callable[[LiveEvent], None], execute: Executor
+    ) -> Cluster | None:
+        """Join the cluster; None (and a warning) when Redis cannot be reached: the worker runs alone."""
+        redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            log.warning("Redis at %s unreachable (%s): running as a single worker", url, exc)
+            await redis.aclose()
+            return None
+        cluster = cls(redis, worker_id, deliver, execute)
+        await cluster._beat()
+        cluster._tasks = [
+            asyncio.create_task(cluster._publish_loop(), name="cluster publish"),
+            asyncio.create_task(cluster._listen_loop(), name="cluster listen"),
+            asyncio.create_task(cluster._heartbeat_loop(), name="cluster heartbeat"),
+        ]
+        log.info("joined the cluster at %s as worker %s", url, worker_id)
+        return cluster
+
+    async def close(self) -> None:
+        """Leave: stop the loops, forget this worker's calls."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(WORKER_KEY.format(self.worker_id))
+        await self.redis.aclose()
+
+    # ---------------------------------------------------------------------------- live events
+
+    def forward(self, event: LiveEvent) -> None:
+        """Send one of our events to the other workers; never waits (a full outbox drops it)."""
+        try:
+            self._outbox.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def _publish_loop(self) -> None:
+        while True:
+            event = await self._outbox.get()
+            message = json.dumps({"worker": self.worker_id, **event.as_json()}, default=str)
+            try:
+                await self.redis.publish(LIVE, message)
+            except (RedisError, OSError) as exc:
+                self.dropped += 1
+                log.warning("live event not shared (%s); the call goes on", exc)
+                await asyncio.sleep(1.0)
+
+    async def _listen_loop(self) -> None:
+        mine = COMMANDS.format(self.worker_id)
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(LIVE, mine)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        await self._on_message(message["channel"], message["data"], mine)
+            except (RedisError, OSError) as exc:
+                log.warning("cluster subscription lost (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # (redis-py leaves it untyped)
+
+    async def _on_message(self, channel: bytes | str, data: bytes | str, mine: str) -> None:
+        channel = _text(channel)
+        try:
+            body = json.loads(data)
+        except ValueError:
+            log.warning("ignored a malformed cluster message on %s", channel)
+            return
+        if channel == LIVE:
+            if body.get("worker") != self.worker_id:
+                self._deliver(LiveEvent(body["call_id"], body["kind"], body["data"], body["at"]))
+        elif channel == mine:
+            try:
+                await self._execute(body)
+            except Exception:
+                log.exception("cluster command %s for call %s failed", body.get("cmd"), body.get("call_id"))
+
+    # ------------------------------------------------------------------------------- registry
+
+    async def _beat(self) -> None:
+        ttl = max(1, round(self.heartbeat_s * 3))
+        await self.redis.set(WORKER_KEY.format(self.worker_id), "1", ex=ttl)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self._beat()
+            except (RedisError, OSError) as exc:
+                log.warning("cluster heartbeat failed (%s)", exc)
+
+    async def call_started(self, call_id: str, info: dict[str, Any]) -> None:
+        """List a call of ours."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.hset(CALLS, call_id, json.dumps({**info, "worker": self.worker_id}))
+
+    async def call_ended(self, call_id: str) -> None:
+        """Unlist a call of ours."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.hdel(CALLS, call_id)
+
+    async def live_calls(self) -> dict[str, dict[str, Any]]:
+        """Every live call of every worker still alive: call id → info (with `worker`)."""
+        entries = await self.redis.hgetall(CALLS)
+        calls = {_text(k): json.loads(v) for k, v in entries.items()}
+        workers = {c["worker"] for c in calls.values()}
+        alive = {w for w in workers if await self.redis.exists(WORKER_KEY.format(w))}
+        return {call_id: info for call_id, info in calls.items() if info["worker"] in alive}
+
+    async def send(self, call_id: str, command: Command) -> str | None:
+        """Hand a command to the worker that owns `call_id`; returns that worker, or None if not live."""
+        raw = await self.redis.hget(CALLS, call_id)
+        if raw is None:
+            return None
+        owner = str(json.loads(raw)["worker"])
+        if not await self.redis.exists(WORKER_KEY.format(owner)):
+            return None
+        await self.redis.publish(COMMANDS.format(owner), json.dumps({**command, "call_id": call_id}))
+        return owner
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

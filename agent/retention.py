@@ -1,0 +1,149 @@
+"""Recording retention: the WAV files of calls that ended more than N days ago are deleted.
+
+The call rows, turns, actions and events stay; the row's recording path is cleared and
+`meta.recording_deleted_at` says when, so a record without a recording explains itself. The service runs
+`retention_loop` (once at start-up, then hourly); `hotline calls purge` runs `purge_recordings` once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.store import Store
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86400.0
+PURGE_EVERY_S = 3600.0
+"""How often the service looks for expired recordings."""
+
+
+@dataclass
+class ExpiredRecording:
+    """A recording past its retention: whose, where, when its call ended, and its size (0 if gone)."""
+
+    call_id: str
+    path: Path
+    ended_at: float
+    size: int
+    exists: bool
+
+
+@dataclass
+class PurgeResult:
+    """What one purge found and did."""
+
+    cutoff: float
+    """Recordings of calls that ended before this (epoch seconds) were due."""
+    recordings: list[ExpiredRecording] = field(default_factory=list)
+    deleted: int = 0
+    """Files removed (or already gone) whose rows were cleared."""
+    freed_bytes: int = 0
+    missing: int = 0
+    """Rows that named a file no longer on disk (cleared all the same)."""
+    failed: int = 0
+    """Files that could not be removed (left, with their rows, for the next run)."""
+
+
+async def purge_recordings(
+    store: Store,
+    days: float,
+    *,
+    root: Path | None = None,
+    now: float | None = None,
+    dry_run: bool = False,
+) -> PurgeResult:
+    """Delete the recordings of calls that ended more than `days` ago and mark their rows.
+
+    Only recordings under `root` (this worker's recordings directory) are considered: workers on other
+    hosts keep theirs on their own disks, and a file missing here may well exist there. A missing file
+    under `root` is not an error (a person removed it): the row is cleared anyway. A file that cannot be
+    removed is logged and left for the next run. With `dry_run` nothing changes.
+    """
+    now = time.time() if now is None else now
+    result = PurgeResult(cutoff=now - days * DAY_S)
+    for call_id, path_text, ended_at in await store.recordings_ended_before(result.cutoff):
+        path = Path(path_text)
+        if root is not None and not _under(path, root):
+            continue
+        size = _size(path)
+        expired = ExpiredRecording(call_id, path, ended_at, size or 0, size is not None)
+        result.recordings.append(expired)
+        if dry_run:
+            result.freed_bytes += expired.size
+            continue
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except OSError as exc:
+            log.warning("retention: could not delete %s of call %s: %s", path, call_id, exc)
+            result.failed += 1
+            continue
+        if await store.clear_recording(call_id, path_text, now):
+            result.deleted += 1
+            result.freed_bytes += expired.size
+            result.missing += not expired.exists
+    if not dry_run and result.recordings:
+        log.info(
+            "retention: deleted %d recordings (%d bytes) of calls that ended over %g days ago; "
+            "%d already gone, %d could not be deleted",
+            result.deleted,
+            result.freed_bytes,
+            days,
+            result.missing,
+            result.failed,
+        )
+    return result
+
+
+async def retention_loop(
+    store: Store,
+    days: float,
+    *,
+    root: Path | None = None,
+    every_s: float = PURGE_EVERY_S,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Purge now, then every `every_s` seconds, until cancelled. A failed run is logged, never raised:
+    the service goes on and the next run tries again."""
+    while True:
+        try:
+            await purge_recordings(store, days, root=root, now=clock())
+        except Exception:
+            log.exception("retention: the purge of old recordings failed; retrying in %.0f s", every_s)
+        await sleep(every_s)
+
+
+def start_retention(store: Store, days: int | None, root: Path | None = None) -> asyncio.Task[None] | None:
+    """The service's retention task over the recordings under `root`, or None when recordings are kept
+    forever (`days` is None)."""
+    if days is None:
+        return None
+    log.info("retention: recordings are kept %d days", days)
+    return asyncio.create_task(retention_loop(store, days, root=root), name="recording-retention")
+
+
+async def stop_retention(task: asyncio.Task[None] | None) -> None:
+    """Cancel the retention task and wait for it to finish."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
