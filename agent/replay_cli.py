@@ -16,7 +16,7 @@ import datetime as dt
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -24,6 +24,9 @@ from agent.config import Settings
 from agent.testing.caller_voice import MissingSpeech
 from agent.testing.simulated_line import SimulatorError
 from agent.yamlfile import ConfigError
+
+if TYPE_CHECKING:
+    from agent.testing.scenario import Scenario
 
 USAGE_ERROR = 2
 
@@ -73,7 +76,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return USAGE_ERROR
 
 
-def _scenario(path: Path, args: argparse.Namespace) -> Any:
+def _scenario(path: Path, args: argparse.Namespace) -> Scenario:
     from agent.testing.expect import Expectations
     from agent.testing.replay import caller_channel
     from agent.testing.scenario import Scenario, Step, load_scenario
@@ -102,7 +105,7 @@ def _scenario(path: Path, args: argparse.Namespace) -> Any:
     return scenario
 
 
-async def _replay(settings: Settings, scenario: Any, args: argparse.Namespace, out: Path) -> int:
+async def _replay(settings: Settings, scenario: Scenario, args: argparse.Namespace, out: Path) -> int:
     from agent.testing.expect import format_failures
     from agent.testing.report import transcript_text
     from agent.testing.scenario_run import local_service, run_scenario, service_secret

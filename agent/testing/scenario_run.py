@@ -125,39 +125,32 @@ async def play(
     steps = scenario.caller
     call = await sim.place_call(to_number=to_number, from_number=normalize_number(scenario.from_number))
     rate = call.sample_rate
-    # All caller audio is made before the first word: synthesis on the line's event loop would stall
-    # its clock (and put the call's recording out of step with its record).
-    audio = await asyncio.to_thread(
-        lambda: {i: step_audio(scenario, s, rate) for i, s in enumerate(steps, 1) if s.kind in SPEECH}
-    )
     since = 0.0  # bot audio from this call time on answers the caller's last action
     async with call:
+        # All caller audio is made before the first word (in a thread): synthesis on the line's event
+        # loop would stall its clock and put the call's recording out of step with its record.
+        audio = await asyncio.to_thread(
+            lambda: {i: step_audio(scenario, s, rate) for i, s in enumerate(steps, 1) if s.kind in SPEECH}
+        )
         try:
             for i, step in enumerate(steps, 1):
                 if progress is not None:
                     progress(i, len(steps), step.label)
+                if step.barge_in_ms is not None:
+                    await _barge_in(call, step, since)
+                elif step.wait == "bot" and step.kind not in ("silence", "noise"):
+                    await _wait_for_bot(call, step, since)
                 if step.kind in SPEECH:
-                    pcm = audio[i]
-                    if step.barge_in_ms is not None:
-                        await _barge_in(call, step, since)
-                    elif step.wait == "bot":
-                        await _wait_for_bot(call, step, since)
-                    await call.say_pcm(pcm, rate)
+                    await call.say_pcm(audio[i], rate)
                 elif step.silence is not None:
                     await call.silence(step.silence)
                 elif step.noise is not None:
                     await call.say_pcm(noise(step.noise, step.noise_dbfs, rate, seed=i), rate)
                 elif step.dtmf is not None:
-                    if step.wait == "bot":
-                        await _wait_for_bot(call, step, since)
                     await call.dtmf(step.dtmf, "/piopiy/dtmf")
                 elif step.event is not None:
-                    if step.wait == "bot":
-                        await _wait_for_bot(call, step, since)
                     await call.event(step.event, leg=step.leg)
                 elif step.hangup:
-                    if step.wait == "bot":
-                        await _wait_for_bot(call, step, since)
                     await call.hangup()
                     break
                 since = call.now()
