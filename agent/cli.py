@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from agent import calls_cli, replay_cli
 from agent.config import Settings, load_settings, normalize_number
+from agent.dashboard import passwd
 from agent.logs import setup_logging
 from agent.yamlfile import ConfigError
 
@@ -50,9 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     replay_cli.add_parser(sub)
     calls_cli.add_parser(sub)
+    passwd.add_parser(sub)
 
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+    if args.command == "passwd":  # needs no config
+        return passwd.run(args)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

@@ -159,6 +159,28 @@ class UnknownNumberConfig(Strict):
         return [normalize_number(v) for v in value] if isinstance(value, list) else value
 
 
+class DashboardConfig(Strict):
+    """The supervisors' web dashboard (/dashboard): who may log in, and for how long."""
+
+    users: dict[str, str] = Field(
+        default_factory=dict,
+        description="user name → password hash from `hotline passwd NAME`. No users: no dashboard (404).",
+    )
+    session_ttl_s: int = Field(default=43200, ge=60, le=30 * 86400)
+    max_failed_logins: int = Field(default=5, ge=1, description="Per client address, within the window.")
+    failed_login_window_s: int = Field(default=300, ge=1)
+
+    @field_validator("users")
+    @classmethod
+    def _users(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, hashed in value.items():
+            if not re.match(r"^[A-Za-z0-9_.@-]{1,64}$", name):
+                raise ValueError(f"user name {name!r}: letters, digits and _.@- only")
+            if not re.match(r"^pbkdf2_sha256\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$", hashed):
+                raise ValueError(f"user {name!r}: not a hash from `hotline passwd` (pbkdf2_sha256$…)")
+        return value
+
+
 class ServiceConfig(Strict):
     """config.yaml."""
 
@@ -168,6 +190,7 @@ class ServiceConfig(Strict):
     llm: LlmConfig = Field(default_factory=LlmConfig)
     piopiy: PiopiyConfig = Field(default_factory=PiopiyConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     prompts_dir: Path = Path("prompts")
     numbers: dict[str, str] = Field(
         default_factory=dict, description="PIOPIY number → bot (prompts/<bot>.yaml)"

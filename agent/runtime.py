@@ -219,6 +219,7 @@ class Runtime:
             number: bot for number, bot in new.service.numbers.items() if bot in self.settings.bots
         }
         self.settings.service.unknown_number = new.service.unknown_number
+        self.settings.service.dashboard = new.service.dashboard  # users added or removed at once
         for session in self.sessions.values():
             if session.bot_name in reloaded:
                 session.escalation.rules = self.rules[session.bot_name]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect
 
 from agent.config import Settings, normalize_number
+from agent.dashboard.routes import install as install_dashboard
 from agent.logs import for_call
 from agent.metrics import CONTENT_TYPE
 from agent.runtime import Runtime, new_call_id
@@ -86,6 +87,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         return JSONResponse({"error": "internal error", "detail": type(exc).__name__}, status_code=500)
 
     app.add_api_websocket_route("/stream", stream_socket)
+    install_dashboard(app)
 
     @app.websocket("/api/live")
     async def live(ws: WebSocket) -> None:
