@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from starlette.websockets import WebSocketDisconnect
 
 from pipelines.asr import SpeechToText, Transcript
 
@@ -82,6 +84,17 @@ class Bus:
         sub = Subscription(self, call_id, self.queue_size)
         self._subscribers.add(sub)
         return sub
+
+
+async def relay(subscription: Subscription, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    """Send a subscription's events (as JSON) until the viewer leaves, then close the subscription."""
+    try:
+        async for event in subscription:
+            await send(event.as_json())
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the viewer left
+    finally:
+        subscription.close()
 
 
 class PublishingTranscriber:

@@ -17,8 +17,8 @@ from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
-from starlette.websockets import WebSocketDisconnect
 
+from agent.bus import relay
 from agent.config import Settings, normalize_number
 from agent.dashboard.routes import install as install_dashboard
 from agent.logs import for_call
@@ -98,14 +98,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         if not webhook_secret_ok(rt.webhook_secret, presented):
             await ws.close(1008, "unauthorized")
             return
-        subscription = rt.bus.subscribe(ws.query_params.get("call"))
-        try:
-            async for event in subscription:
-                await ws.send_json(event.as_json())
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # the viewer left
-        finally:
-            subscription.close()
+        await relay(rt.bus.subscribe(ws.query_params.get("call")), ws.send_json)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the tests and benchmarks read (real human speech, never committed to the repo).
+# Debian packages the tests and benchmarks use: real human speech (never committed to the repo),
+# espeak-ng (a second caller voice) and chromium (the dashboard tests).
 # Installs only what is missing, so a second run costs a few dpkg look-ups.
 set -euo pipefail
-pkgs=(asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-es-wav pocketsphinx-testdata espeak-ng)
+pkgs=(asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-es-wav pocketsphinx-testdata espeak-ng
+      chromium)  # chromium: the dashboard tests drive it with Playwright (no browser download)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

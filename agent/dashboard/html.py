@@ -60,14 +60,20 @@ def sparkline(values: Sequence[float], *, width: int = 160, height: int = 32) ->
     points = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not points:
         return '<span class="muted">no sentiment yet</span>'
-    step = width / max(len(points) - 1, 1)
-    coords = " ".join(
-        f"{i * step:.1f},{(1 - (max(-1.0, min(1.0, v)) + 1) / 2) * height:.1f}" for i, v in enumerate(points)
+    pad = 4  # room for the dots at the edges
+    step = (width - 2 * pad) / max(len(points) - 1, 1)
+    xy = [(pad + i * step, pad + (1 - (max(-1.0, min(1.0, v)) + 1) / 2) * (height - 2 * pad)) for i, v in
+          enumerate(points)]  # fmt: skip
+    coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+    dots = "".join(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5"><title>{v:+.2f}</title></circle>'
+        for (x, y), v in zip(xy, points, strict=True)
     )
     return (
         f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="sentiment per turn"><line x1="0" y1="{height / 2}" x2="{width}" y2="{height / 2}" '
-        f'class="zero"/><polyline points="{coords}"/></svg>'
+        f'class="zero"/><polyline points="{coords}"/>{dots}</svg>'
+        f' <span class="muted">last {points[-1]:+.2f}</span>'
     )
 
 

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.websockets import WebSocketDisconnect
 
+from agent.bus import relay
 from agent.dashboard import pages
 from agent.dashboard.auth import COOKIE, LoginLimiter, SessionSigner, hash_password, verify_password
 from agent.dashboard.html import page
@@ -226,14 +226,7 @@ def dashboard_router() -> APIRouter:
         if user is None or user not in users or (origin is not None and origin.split("://")[-1] != host):
             await ws.close(1008, "unauthorized")
             return
-        subscription = rt.bus.subscribe(call_id)
-        try:
-            async for event in subscription:
-                await ws.send_json(event.as_json())
-        except (WebSocketDisconnect, RuntimeError):
-            pass  # the viewer left
-        finally:
-            subscription.close()
+        await relay(rt.bus.subscribe(call_id), ws.send_json)
 
     return router
 

@@ -53,11 +53,20 @@ function sparkline(values) {
   const ns = "http://www.w3.org/2000/svg", w = 160, h = 32;
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "spark"); svg.setAttribute("width", w); svg.setAttribute("height", h);
-  const step = w / Math.max(values.length - 1, 1);
+  const pad = 4, step = (w - 2 * pad) / Math.max(values.length - 1, 1);
+  const xy = values.map((v, i) => [pad + i * step, pad + (1 - (Math.max(-1, Math.min(1, v)) + 1) / 2) * (h - 2 * pad)]);
+  const zero = document.createElementNS(ns, "line");
+  zero.setAttribute("class", "zero");
+  zero.setAttribute("x1", 0); zero.setAttribute("x2", w); zero.setAttribute("y1", h / 2); zero.setAttribute("y2", h / 2);
+  svg.appendChild(zero);
   const line = document.createElementNS(ns, "polyline");
-  line.setAttribute("points", values.map((v, i) => (i * step).toFixed(1) + "," +
-    ((1 - (Math.max(-1, Math.min(1, v)) + 1) / 2) * h).toFixed(1)).join(" "));
+  line.setAttribute("points", xy.map(([x, y]) => x.toFixed(1) + "," + y.toFixed(1)).join(" "));
   svg.appendChild(line);
+  for (const [x, y] of xy) {
+    const dot = document.createElementNS(ns, "circle");
+    dot.setAttribute("cx", x.toFixed(1)); dot.setAttribute("cy", y.toFixed(1)); dot.setAttribute("r", 2.5);
+    svg.appendChild(dot);
+  }
   return svg;
 }
 
