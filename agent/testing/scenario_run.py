@@ -191,7 +191,8 @@ async def run_scenario(
     recording = out_dir / "recording.wav" if response.status_code == 200 else None
     await asyncio.to_thread(_save, out_dir, recording, response.content)
     failures = check(scenario.expect, record) if scenario.expect is not None else []
-    report = write_report(
+    report = await asyncio.to_thread(  # matplotlib takes a moment: off the event loop
+        write_report,
         record,
         out_dir,
         recording=recording,
