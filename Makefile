@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup debs run test lint unit bench clean
+.PHONY: setup debs run test lint unit bench fuzz clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ test: lint unit
 
 bench: setup debs
 	$(BIN)/python -m bench
+
+# The fuzzers at full size (>= 10,000 cases per surface; `make test` runs them small): about an hour.
+# Figures (cases, crashes, unhandled exceptions, seconds per surface) go to bench/results/fuzz.json.
+fuzz: setup
+	HOTLINE_FUZZ=full HOTLINE_FUZZ_RESULTS=bench/results/fuzz.json $(BIN)/python -m pytest -q tests/fuzz
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -102,6 +102,8 @@ class Phrases(Strict):
     filler: str = "Let me check that for you."
     still_there: str = "Are you still there?"
     unanswered: str = "Sorry, nobody is free to take your call right now. Please call again later. Goodbye."
+    language_notice: str = "Sorry, I can only help you in English. Let's go on in English."
+    """Said once (bots that detect the caller's language) when the caller's language has no voice."""
 
     def all(self) -> list[str]:
         """Every phrase, for the phrase cache."""
@@ -146,6 +148,10 @@ class Intent(Strict):
     keywords: list[str] = Field(default_factory=list)
     patterns: list[str] = Field(default_factory=list, description="Regular expressions, case-insensitive.")
     reply: str | None = None
+    replies: dict[str, str] = Field(
+        default_factory=dict,
+        description="The reply in other languages the bot speaks (language code → text), e.g. {es: ...}.",
+    )
     actions: list[ActionSpec] = Field(default_factory=list)
     ask: str | None = Field(
         default=None,
@@ -159,7 +165,7 @@ class Intent(Strict):
         for pattern in value:
             try:
                 re.compile(pattern)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:  # 'a{9999999999}', '((((…'
                 raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
         return value
 
@@ -194,6 +200,8 @@ class HttpTool(Strict):
             Draft202012Validator.check_schema(value)
         except SchemaError as exc:
             raise ValueError(f"parameters is not a valid JSON schema: {exc.message}") from None
+        except (OverflowError, RecursionError) as exc:  # from its "pattern" regexes
+            raise ValueError(f"parameters is not a valid JSON schema: {exc}") from None
         return value
 
 
@@ -257,11 +265,88 @@ class Escalation(Strict):
     llm_intents: LlmIntents = Field(default_factory=LlmIntents)
 
 
+TRANSLATED_PHRASES = tuple(name for name in Phrases.model_fields if name != "language_notice")
+"""The phrases a language with a voice gives in that language (the notice is for those without one)."""
+LANGUAGE = r"^[a-z]{2,3}$"
+"""A Whisper language code: en, es, fr, hi, haw…"""
+
+
+class Languages(Strict):
+    """Which languages the bot speaks, how it finds the caller's, and what it does with the others.
+
+    With `detect`, the first caller turns are transcribed in whatever language they are in; once the
+    detection is sure enough (probability averaged over the turns so far), or after `detect_turns`
+    turns, the caller's language is pinned: later turns are transcribed in it, and the rules see it as
+    the signals `language`, `language_probability` and `language_supported`. The bot answers in the
+    caller's language when `voices` has one for it, else in its own language (`unsupported` says how).
+    """
+
+    detect: bool = Field(
+        default=False, description="Detect the caller's language; needs a multilingual asr_model (base)."
+    )
+    detect_turns: int = Field(default=2, ge=1, le=5, description="Caller turns to detect on, at most.")
+    min_probability: float = Field(
+        default=0.4,
+        gt=0,
+        le=1,
+        description="Pin the language as soon as its probability, averaged over the turns so far, "
+        "reaches this. Whisper base gives real 8 kHz Spanish 0.45-0.6, English 0.98 (make bench).",
+    )
+    candidates: list[str] = Field(
+        default_factory=list,
+        description="Detect among these languages only (those your callers speak); empty: any of Whisper's.",
+    )
+    voices: dict[str, str] = Field(
+        default_factory=dict,
+        description="Language → piper voice (packaged name or .onnx path) the bot answers that language "
+        "in. The bot's own `language` uses `voice`.",
+    )
+    phrases: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Language → the fixed phrases in it (every key of `phrases`), for each voice.",
+    )
+    unsupported: list[ActionSpec] = Field(
+        default_factory=list,
+        description="What happens when the caller's language has no voice, e.g. [{transfer: interpreters}]. "
+        "Empty: the bot says `phrases.language_notice` once and answers in its own language.",
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if not re.match(LANGUAGE, code):
+                raise ValueError(f"{code!r} is not a language code (en, es, fr…)")
+        return value
+
+    @field_validator("voices", "phrases")
+    @classmethod
+    def _keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for code in value:
+            if not re.match(LANGUAGE, code):
+                raise ValueError(f"{code!r} is not a language code (en, es, fr…)")
+        return value
+
+    @field_validator("phrases")
+    @classmethod
+    def _phrase_names(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for code, lines in value.items():
+            unknown = sorted(set(lines) - set(TRANSLATED_PHRASES))
+            if unknown:
+                raise ValueError(
+                    f"{code}: no phrase named {', '.join(unknown)} (phrases: {', '.join(TRANSLATED_PHRASES)})"
+                )
+        return value
+
+
 class BotConfig(Strict):
     """prompts/<bot>.yaml."""
 
     name: str = Field(min_length=1, description="How the bot introduces the company or desk.")
-    language: str = "en"
+    language: str = Field(
+        default="en", pattern=LANGUAGE, description="The bot's own language, and its human agents'."
+    )
+    languages: Languages = Field(default_factory=Languages)
     voice: str = Field(
         default="en_US-joe-medium", description="Packaged piper voice or a path to an .onnx file."
     )
@@ -315,6 +400,7 @@ class BotConfig(Strict):
             loc = ("escalation", "rules", i, "then")
             problems += self._action_problems(loc, rule.then, tools, tools_allowed=False)
             problems += [(("escalation", "rules", i, "when"), p) for p in self._condition_problems(rule.when)]
+        problems += self._language_problems(tools)
         failure = self.escalation.failure_department
         if failure is not None and failure not in self.departments:
             problems.append((("escalation", "failure_department"), f"no department {failure!r}"))
@@ -324,6 +410,41 @@ class BotConfig(Strict):
                 problems.append((("intents", i, "name"), f"intent {intent.name!r} is defined twice"))
             seen.add(intent.name)
         return problems
+
+    def _language_problems(self, tools: set[str]) -> list[tuple[tuple[str | int, ...], str]]:
+        """Every language with a voice is fully translated: all fixed phrases, every scripted reply."""
+        langs = self.languages
+        problems = self._action_problems(
+            ("languages", "unsupported"), langs.unsupported, tools, tools_allowed=False
+        )
+        if (langs.voices or langs.unsupported) and not langs.detect:
+            problems.append((("languages", "detect"), "voices and unsupported need detect: true"))
+        if langs.detect and self.asr_model == "tiny.en":
+            problems.append(
+                (("languages", "detect"), "needs a multilingual asr_model (base): tiny.en is English-only")
+            )
+        if self.language in langs.voices:
+            problems.append((("languages", "voices", self.language), "the bot's own language uses `voice`"))
+        for code in langs.voices:
+            missing = [name for name in TRANSLATED_PHRASES if name not in langs.phrases.get(code, {})]
+            if missing:
+                problems.append((("languages", "phrases", code), f"missing phrases: {', '.join(missing)}"))
+            for i, intent in enumerate(self.intents):
+                if intent.reply and code not in intent.replies:
+                    problems.append(
+                        (("intents", i, "replies"), f"no reply in {code} (a voice speaks {code})")
+                    )
+        return problems
+
+    def phrases_in(self, language: str) -> Phrases:
+        """The fixed phrases in one of the bot's languages (its own: `phrases`)."""
+        lines = self.languages.phrases.get(language)
+        return self.phrases.model_copy(update=lines) if lines and language != self.language else self.phrases
+
+    def language_phrases(self, language: str) -> list[str]:
+        """The lines worth synthesizing at start-up in another language's voice (see `fixed_phrases`)."""
+        static = [i.replies[language] for i in self.intents if "{" not in i.replies.get(language, "{")]
+        return list(dict.fromkeys([*self.phrases_in(language).all(), *static]))
 
     def _condition_problems(self, when: Condition) -> list[str]:
         try:
@@ -370,7 +491,10 @@ class BotConfig(Strict):
         static = [i.reply for i in self.intents if i.reply and "{" not in i.reply]
         static += [t.filler for t in self.tools if t.filler]
         rules = [a.say for r in self.escalation.rules for a in r.then if a.say and "{" not in a.say]
-        return list(dict.fromkeys([self.greeting, *self.phrases.all(), *static, *rules]))
+        notice = (
+            [self.phrases.language_notice] if self.languages.detect and not self.languages.unsupported else []
+        )
+        return list(dict.fromkeys([self.greeting, *self.phrases.all(), *static, *rules, *notice]))
 
 
 BUILTIN_TOOLS = frozenset({"transfer_to_department", "end_call", "play_hold_music"})

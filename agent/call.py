@@ -20,6 +20,7 @@ from typing import Any
 from agent.bot import BotConfig
 from agent.bot_actions import ActionSpec
 from agent.call_answer import Answerer, transfer_pcmo
+from agent.call_language import CallLanguage
 from agent.call_record import CallRecord
 from agent.call_turns import CallerTurns
 from agent.dialogue.base import CallContext, DialogueAction
@@ -27,6 +28,7 @@ from agent.dialogue.scripted import IntentMatcher
 from agent.dialogue.tools import ToolBox
 from agent.escalation.rules import Firing, RuleState
 from agent.escalation.signals import SignalTracker
+from agent.listen import BOT, CALLER
 from agent.metrics import call_outcome
 from agent.runtime import Runtime
 from agent.speech import SpokenReply
@@ -43,6 +45,7 @@ from agent.telephony.piopiy import (
 from agent.telephony.piopiy_webhooks import CallEvent
 from pipelines.audio import CallRecording, Reframer
 from pipelines.playout import Playout
+from pipelines.tts import PhraseCache, Synthesizer
 from pipelines.turns import TurnDetector
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,7 @@ class CallSession:
         self.bot_name = bot_name
         self.bot = bot
         self.sample_rate = bot.stream.voice_quality
-        self.record = CallRecord(runtime.store, call_id, cmiuuid)
+        self.record = CallRecord(runtime.writer, call_id, cmiuuid)
         self.ctx = CallContext(call_id, bot_name, bot, caller_number, called_number)
         self.toolbox = ToolBox(bot, http=runtime.tool_http)
         self.answerer = Answerer(self, self.toolbox)
@@ -93,10 +96,11 @@ class CallSession:
         self._send_text = send_text
         self._send_lock = asyncio.Lock()
         self.socket_open = True
-        self.state = "connecting"
+        self._state = "connecting"
         self.started_at = time.time()
         self.hangup_seen = False
         self.handed_off = False  # bridged to a human: keep transcribing, never answer again
+        self.taken_over = False  # a supervisor's transfer or hang-up is under way: answer nothing more
         self.bot_hung_up = False  # the bot sent a hangup PCMO
         self.tags: list[str] = []  # labels from `tag` actions
         self.closed = False
@@ -107,6 +111,7 @@ class CallSession:
         self.playout = Playout(self._send_audio_chunk, self.sample_rate)
         self.reframer = Reframer(self.sample_rate)
         self.turns = TurnDetector(self.sample_rate, bot.turn_taking.turn_config())
+        self.language = CallLanguage(bot, runtime.transcribers[bot_name], self.ctx.language)
         self.caller_turns = CallerTurns(self)
         self.transfer_state: Transfer | None = None
         self.signals = SignalTracker(IntentMatcher(bot.intents), language=bot.language)
@@ -116,6 +121,19 @@ class CallSession:
         self._clock_mark = (time.monotonic(), 0)
         self.first_audio_at: float | None = None  # monotonic time the current reply's first chunk left
         self.current_reply: SpokenReply | None = None
+
+    @property
+    def state(self) -> str:
+        """What the call is doing: connecting, greeting, speaking, listening, handed_off."""
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value == self._state:
+            return
+        self._state = value
+        self.publish("state", state=value)  # live lists follow it (and other workers' registries)
+        self.runtime.state_changed(self)
 
     @property
     def cmiuuid(self) -> str | None:
@@ -130,10 +148,12 @@ class CallSession:
 
     async def start(self) -> None:
         """The socket is open: mark the call live and greet the caller."""
-        self.state = "greeting"
         self.publish(
             "call.started", bot=self.bot_name, caller=self.ctx.caller_number, called=self.ctx.called_number
         )
+        self.state = "greeting"  # after call.started: live views list the call, then follow it
+        # Who serves it first: a worker that dies leaves it active, and the others must know whose it was.
+        await self.record.merge_meta(served_by=self.runtime.incarnation.as_meta())
         await self.record.update(status="active", connected_at=time.time())
         await self.record.event("stream", "connected", {"sample_rate": self.sample_rate})
         self.start_reply(self.speak_fixed(self.bot.greeting))
@@ -175,6 +195,7 @@ class CallSession:
             await self.record.update(end_reason="caller_hangup")
         self.runtime.unregister(self.call_id)  # no await since the check above: no event slips between
         self.publish("call.ended", reason=end_reason)
+        self.runtime.listen.ended(self.call_id, self.sample_rate)
         log.info("call %s ended: %s", self.call_id, end_reason)
 
     # ------------------------------------------------------------------------------- inbound
@@ -184,6 +205,7 @@ class CallSession:
         if not pcm:
             return
         self.recording.add_caller(pcm)
+        self.runtime.listen.feed(self.call_id, CALLER, self.sample_rate, pcm)
         now = time.monotonic()
         self._clock_mark = (now, self.recording.caller_samples)
         for frame in self.reframer.feed(pcm):
@@ -300,6 +322,7 @@ class CallSession:
         self.publish("transfer.failed", **info)
         self.runtime.metrics.error(self.bot_name, "transfer", why)
         self.state, self.handed_off = "listening", False  # the caller is ours again
+        self.taken_over = False
         actions = self.bot.departments[transfer.department].if_unanswered
         specs = actions or [ActionSpec(say=self.bot.phrases.unanswered), ActionSpec(hangup=True)]
         reason = {"trigger": "transfer_failed", **info}
@@ -320,6 +343,11 @@ class CallSession:
     # ------------------------------------------------------------------------------ replies
 
     @property
+    def monitoring(self) -> bool:
+        """The bot answers nothing (a human has or is about to have the caller); turns are still kept."""
+        return self.handed_off or self.taken_over
+
+    @property
     def last_audio_at(self) -> float:
         """Monotonic time the latest caller audio arrived (the turn detector's "now")."""
         return self._clock_mark[0]
@@ -328,9 +356,16 @@ class CallSession:
         """Run `coro` as what the bot says now (barge-in cancels it)."""
         self.reply_task = self.spawn(coro)
 
+    @property
+    def voice(self) -> tuple[Synthesizer, PhraseCache]:
+        """The voice (and its phrase cache) of the language the bot answers in now."""
+        return self.runtime.voice(self.bot_name, self.ctx.reply_language)
+
     async def speak_fixed(self, text: str) -> None:
-        """A fixed line (greeting, fallback) from the phrase cache."""
-        pcm = await self.runtime.phrases[self.bot_name].get_or_synthesize(text, self.runtime.executor)
+        """A fixed line (greeting, fallback) from the phrase cache, in the caller's language if it has it."""
+        text, language = self.language.fixed_line(text)
+        cache = self.runtime.voice(self.bot_name, language)[1]
+        pcm = await cache.get_or_synthesize(text, self.runtime.executor)
         reply = SpokenReply(self, self.record)
         await reply.play_fixed(text, pcm)
 
@@ -360,6 +395,7 @@ class CallSession:
         if self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
         self.recording.add_bot(chunk, at_sample=at_sample)
+        self.runtime.listen.feed(self.call_id, BOT, self.sample_rate, chunk)
 
     def caller_sample_at(self, mono: float) -> int:
         """Position on the caller timeline (the recording's clock) of a monotonic time."""
@@ -379,6 +415,8 @@ class CallSession:
     def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         """A task of this call: cancelled when the call closes, its failure logged."""
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        if self.closed:  # e.g. DTMF that arrived as the call closed: the recording is being finalized
+            task.cancel()
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

@@ -170,6 +170,7 @@ class Answerer:
         before a transfer, and acts; recorded as a supervisor action."""
         s = self.session
         reason: dict[str, Any] = {"by": "supervisor", "user": user or "supervisor"}
+        s.taken_over = True  # an answer still being worked out for the caller's last turn is dropped
         await s.record.action("supervisor", {"action": kind, "department": department}, reason)
         s.publish("supervisor", action=kind, department=department, user=reason["user"])
         if s.reply_task is not None and not s.reply_task.done():
@@ -182,10 +183,19 @@ class Answerer:
 
         async def act() -> None:
             if kind == "transfer" and not s.handed_off:
-                await s.speak_fixed(s.bot.phrases.handoff)
-            await self.do(action)
+                s.start_reply(s.speak_fixed(s.bot.phrases.handoff))  # the caller may talk over it…
+                line = s.reply_task
+                if line is not None:
+                    await asyncio.wait({line})
+            await self.do(action)  # …but the supervisor's order is carried out regardless
 
-        s.start_reply(act())
+        s.spawn(act())
+
+    async def listened(self, user: str | None) -> None:
+        """A supervisor started listening in: kept in the record's events (who heard the call)."""
+        who = user or "supervisor"
+        await self.session.record.event("supervisor", "listen", {"user": who})
+        self.session.publish("supervisor", action="listen", department=None, user=who)
 
     async def tag(self, tags: tuple[str, ...], reason: dict[str, Any]) -> None:
         """Label the call (kept in its record's meta, shown by the API and live views)."""

@@ -1,75 +1,89 @@
-"""CallRecord: one call's writes to the store, as they happen. A failed write is logged, never fatal."""
+"""CallRecord: one call's writes to the store, as they happen, through the process's RecordWriter.
+
+A write the store cannot take now is kept and retried in order (agent/record_writer.py); one it refuses
+is logged and dropped. Never fatal to the call.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
-from agent.store import Store
+from agent.record_writer import RecordWriter
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class CallRecord:
     """Appends turns, actions and events of one call; numbering of turns lives here."""
 
-    def __init__(self, store: Store, call_id: str, cmiuuid: str | None = None) -> None:
-        self.store = store
+    def __init__(self, writer: RecordWriter, call_id: str, cmiuuid: str | None = None) -> None:
+        self.writer = writer
+        self.store = writer.store
         self.call_id = call_id
         self.cmiuuid = cmiuuid
         self._turns = 0
+        self._turn_ids: dict[int, int] = {}  # turn index → its row id, once written
         self.recent: deque[dict[str, str]] = deque(maxlen=6)
         """The last turns said (role, text), for notifications without a read of the store."""
 
-    async def safe(self, coro: Awaitable[T]) -> T | None:
-        """Run a store write; a failure is logged and the call goes on."""
-        try:
-            return await coro
-        except Exception:
-            log.exception("call %s: could not write the call record", self.call_id)
-            return None
-
     async def update(self, **fields: Any) -> None:
         """Update the call row."""
-        await self.safe(self.store.update_call(self.call_id, **fields))
+        await self.writer.write(self.call_id, lambda: self.store.update_call(self.call_id, **fields), "call")
 
     async def merge_meta(self, **fields: Any) -> None:
         """Set keys of the call's meta (tags...), keeping the others."""
-        await self.safe(self.store.merge_call_meta(self.call_id, **fields))
+        await self.writer.write(
+            self.call_id, lambda: self.store.merge_call_meta(self.call_id, **fields), "meta"
+        )
 
     async def turn(self, role: str, text: str, started_at: float, **fields: Any) -> int | None:
-        """Append a turn; returns its id for later updates."""
+        """Append a turn; returns its index in the call, for later updates (known even before the store
+        has the row)."""
         idx = self._turns
         self._turns += 1
         if text:
             self.recent.append({"role": role, "text": text})
-        return await self.safe(
-            self.store.add_turn(self.call_id, idx=idx, role=role, text=text, started_at=started_at, **fields)
-        )
+
+        async def add() -> None:
+            self._turn_ids[idx] = await self.store.add_turn(
+                self.call_id, idx=idx, role=role, text=text, started_at=started_at, **fields
+            )
+
+        await self.writer.write(self.call_id, add, "turn")
+        return idx
 
     async def update_turn(self, turn_id: int | None, **fields: Any) -> None:
-        """Update a turn; shielded so a cancelled reply still records how it ended."""
-        if turn_id is not None:
-            await asyncio.shield(self.safe(self.store.update_turn(turn_id, **fields)))
+        """Update a turn (by the index `turn` returned); a cancelled reply still records how it ended."""
+        if turn_id is None:
+            return
+        idx = turn_id
+
+        async def change() -> None:
+            row = self._turn_ids.get(idx)  # its add came first in this call's lane
+            if row is None:
+                log.warning("call %s: turn %d was never written; update dropped", self.call_id, idx)
+                return
+            await self.store.update_turn(row, **fields)
+
+        await self.writer.write(self.call_id, change, "turn update")
 
     async def action(self, kind: str, payload: Any, reason: Any) -> None:
         """Record an action taken on the call, with its reason."""
-        await self.safe(self.store.add_action(self.call_id, kind, payload, reason, time.time()))
+        at = time.time()
+        await self.writer.write(
+            self.call_id, lambda: self.store.add_action(self.call_id, kind, payload, reason, at), "action"
+        )
 
     async def event(self, source: str, status: str, payload: Any) -> None:
         """Record an event of ours on the call."""
-        await self.safe(
-            self.store.add_event(
-                source=source,
-                status=status,
-                payload=payload,
-                at=time.time(),
-                call_id=self.call_id,
-                cmiuuid=self.cmiuuid,
-            )
+        at, cmiuuid = time.time(), self.cmiuuid
+        await self.writer.write(
+            self.call_id,
+            lambda: self.store.add_event(
+                source=source, status=status, payload=payload, at=at, call_id=self.call_id, cmiuuid=cmiuuid
+            ),
+            "event",
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from agent.bus import PublishingTranscriber
 from agent.escalation.llm_intent import classify, intent_labels
 from agent.escalation.signals import TurnSignals
+from agent.interpretation import interpret
 from pipelines.asr import SpeculativeTranscriber, Transcript
 from pipelines.turns import BargeIn, SpeechPaused, SpeechStarted, TurnDiscarded, TurnEnded, TurnEvent
 from pipelines.utterance import is_backchannel, looks_complete
@@ -24,6 +26,8 @@ from pipelines.utterance import is_backchannel, looks_complete
 if TYPE_CHECKING:
     from agent.call import CallSession
     from agent.speech import SpokenReply
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,15 @@ class CallerTurns:
 
     def _new_asr(self) -> SpeculativeTranscriber:
         s = self.session
-        return SpeculativeTranscriber(PublishingTranscriber(s.runtime.transcribers[s.bot_name], s.publish))
+        return SpeculativeTranscriber(
+            PublishingTranscriber(s.language, s.publish)
+        )  # in the caller's language
 
     def tick(self, now: float) -> None:
         """Every batch of caller audio: count a silence timeout when nobody has said anything for long."""
         s = self.session
         busy = s.playout.playing or s.turns.in_turn or (s.reply_task is not None and not s.reply_task.done())
-        if busy or s.handed_off or s.closed:
+        if busy or s.monitoring or s.closed:
             self._active_at = now
         elif now - self._active_at >= s.bot.turn_taking.silence_timeout_s:
             self._active_at = now
@@ -101,7 +107,7 @@ class CallerTurns:
         s = self.session
         with contextlib.suppress(asyncio.CancelledError, Exception):
             transcript = await asyncio.shield(speculation)
-            if s.handed_off or not (transcript.accepted and looks_complete(transcript.text)):
+            if s.monitoring or not (transcript.accepted and looks_complete(transcript.text)):
                 return  # (monitor mode answers nothing: no reason to cut turns short)
             # Still the same turn, still paused on the audio this speculation heard?
             if s.closed or s.turns.turns_begun != turn or self.asr.speculation is not speculation:
@@ -153,7 +159,11 @@ class CallerTurns:
         s = self.session
         wall_end = time.time() - (time.monotonic() - speech_end)
         asr_started = time.monotonic()
-        transcript, hit = await asr.final(event.audio)
+        try:
+            transcript, hit = await asr.final(event.audio)
+        except Exception as exc:
+            await self._asr_failed(exc)
+            return
         asr_wait_ms = round((time.monotonic() - asr_started) * 1000)
         continued, self._continuing = self._continuing, None
         if not transcript.accepted or not transcript.text.strip():
@@ -172,11 +182,10 @@ class CallerTurns:
             if remainder:
                 s.start_reply(s.say(remainder))
             return
-        if s.handed_off:  # monitor mode: the human answers; the record and live view keep the words
-            await s.record.turn(
-                "caller", text, wall_end - (event.end_ms - event.start_ms) / 1000, ended_at=wall_end
-            )
-            s.publish("turn", role="caller", text=text, monitor=True)
+        await self._language(transcript)
+        if s.monitoring:  # monitor mode: the human answers; the record and live view keep the words
+            started = wall_end - (event.end_ms - event.start_ms) / 1000
+            await self._monitor_turn(text, s.language.turn_language(transcript), started, wall_end)
             return
         latency = {
             "endpoint_ms": event.at_ms - event.end_ms,
@@ -201,6 +210,55 @@ class CallerTurns:
         reply = await self._respond(text, turn_id, speech_end, latency, level_dbfs=transcript.level_dbfs)
         if event.early and reply is not None:
             self._early = EarlyTurn(event.end_ms, text, turn_id, reply)
+
+    async def _asr_failed(self, exc: Exception) -> None:
+        """Transcription itself broke (not the caller's audio): the caller hears the fallback line, never
+        silence, and it counts as a dialogue failure for the rules (by default a person takes over)."""
+        s = self.session
+        log.error("call %s: transcription failed; saying the fallback line", s.call_id, exc_info=exc)
+        await s.record.event("asr", "failure", {"error": type(exc).__name__, "detail": str(exc)[:200]})
+        s.runtime.metrics.error(s.bot_name, "asr", "failure")
+        if s.monitoring or s.closed:
+            return
+
+        async def fallback() -> None:
+            await s.speak_fixed(s.bot.phrases.fallback)
+            await s.on_dialogue_failure("asr_failure")
+
+        s.start_reply(fallback())
+
+    async def _language(self, transcript: Transcript) -> None:
+        """The caller's language, while it is being detected: once pinned, the rules see it."""
+        s = self.session
+        detection = s.language.observe(transcript)
+        if detection is None:
+            return
+        s.signals.language = detection.language
+        s.signals.language_probability = detection.probability
+        s.signals.language_supported = detection.supported
+        info = {**detection.as_dict(), "reply_language": s.ctx.reply_language}
+        await s.record.event("asr", "language", info)
+        await s.record.merge_meta(language=detection.language)
+        s.publish("language", **info)
+
+    async def _monitor_turn(self, text: str, language: str, started: float, ended: float) -> None:
+        """A caller turn after the handoff: kept for the record and the live view; in another language
+        than the agents', with its interpretation (or why there is none) beside the original."""
+        s = self.session
+        turn_id = await s.record.turn("caller", text, started, ended_at=ended)
+        if language == s.bot.language:
+            s.publish("turn", role="caller", text=text, monitor=True)
+            return
+        model = s.runtime.settings.service.llm.model
+        interpreted = await interpret(s.runtime.llm, model, text, language, s.bot.language)
+        # Kept in the turn's signals column (no schema change); the record shows it as `translation`.
+        await s.record.update_turn(
+            turn_id, signals={"language": language, "translation": interpreted.as_dict()}
+        )
+        s.publish(
+            "turn", role="caller", text=text, monitor=True, turn_id=turn_id, language=language,
+            translation=interpreted.text, interpretation=interpreted.as_dict(),
+        )  # fmt: skip
 
     async def keypad(self, digits: str) -> None:
         """Keypad digits: a caller turn of their own (IVR enhancement), answered like speech."""
@@ -230,12 +288,18 @@ class CallerTurns:
             "sentiment_rolling": snapshot["sentiment.rolling"],
             "sentiment_trend": snapshot["sentiment.trend"],
             "misunderstood_in_a_row": snapshot["misunderstood_in_a_row"],
+            "language": snapshot["language"],
+            "language_probability": snapshot["language_probability"],
         }
         await s.record.update_turn(turn_id, signals=stored)
         s.publish("signals", turn_id=turn_id, **stored)
+        if s.monitoring:
+            return None  # a supervisor took the call over while this turn was being read
         if s.reply_task is not None and not s.reply_task.done():
             s.reply_task.cancel()  # a whole new turn from the caller supersedes what the bot was saying
         firing = await s.check_rules("turn")
+        if s.monitoring:
+            return None
         if firing is not None and firing.terminal:
             s.start_reply(s.run_rule(firing))
             return None
@@ -264,7 +328,7 @@ class CallerTurns:
         if found.error is not None:
             await s.record.event("escalation", "llm_intent_failed", {"error": found.error, "ms": found.ms})
             return
-        if found.intent is None or s.handed_off or not s.signals.set_intent(turn, found.intent, 0.8):
+        if found.intent is None or s.monitoring or not s.signals.set_intent(turn, found.intent, 0.8):
             return  # nothing named, or the call moved on (a newer turn, a handoff) meanwhile
         stored.update(intent=found.intent, intent_confidence=0.8, intent_source="llm", intent_ms=found.ms)
         await s.record.update_turn(turn_id, signals=stored)

@@ -8,6 +8,9 @@ call's owner. Without `cluster.redis_url` (or with Redis down at start) a worker
   `hotline:worker:<id>` alive with a TTL, so the calls of a worker that died drop out of listings.
 - Commands: a supervisor's "transfer now"/"hang up", or a PIOPIY event or DTMF that reached another
   worker, go to `hotline:cmd:<owner>`; the owner runs them on the call.
+- Listen-in: a supervisor listening on another worker than the call's sends the owner a `listen`
+  lease (renewed every few seconds); while it is fresh, the owner PUBLISHes the call's audio packets
+  (agent.listen) on `hotline:audio:<call id>`, again from a bounded queue.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from agent.bus import LiveEvent
+from agent.listen import END, LEASE_S, Packet
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,9 @@ LIVE = "hotline:live"
 CALLS = "hotline:calls"
 WORKER_KEY = "hotline:worker:{}"
 COMMANDS = "hotline:cmd:{}"
+AUDIO = "hotline:audio:{}"
 OUTBOX_SIZE = 5000
+AUDIO_OUTBOX_SIZE = 1000
 Command = dict[str, Any]
 Executor = Callable[[Command], Awaitable[object]]
 
@@ -53,9 +59,16 @@ class Cluster:
         self._deliver = deliver  # a remote live event → local subscribers
         self._execute = execute  # a command for one of our calls
         self._outbox: asyncio.Queue[LiveEvent] = asyncio.Queue(maxsize=OUTBOX_SIZE)
+        self._audio_outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=AUDIO_OUTBOX_SIZE)
+        self._registry: asyncio.Queue[tuple[str, dict[str, Any] | None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.heartbeat_s = 5.0
         self.dropped = 0
+        self._listed: dict[str, dict[str, Any]] = {}  # our live calls (listed again after an outage)
+        self._unlisted_later: set[str] = set()  # calls that ended while the registry could not be told
+        self.reachable = True
+        """False from a failed heartbeat or registry write until a heartbeat succeeds again."""
+        self.audio_dropped = 0
 
     @classmethod
     async def connect(
@@ -75,6 +88,8 @@ class Cluster:
             asyncio.create_task(cluster._publish_loop(), name="cluster publish"),
             asyncio.create_task(cluster._listen_loop(), name="cluster listen"),
             asyncio.create_task(cluster._heartbeat_loop(), name="cluster heartbeat"),
+            asyncio.create_task(cluster._audio_loop(), name="cluster audio"),
+            asyncio.create_task(cluster._registry_loop(), name="cluster registry"),
         ]
         log.info("joined the cluster at %s as worker %s", url, worker_id)
         return cluster
@@ -87,6 +102,10 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(RedisError, OSError):
+            while not self._registry.empty():  # the last unlistings (the drain ended our calls)
+                call_id, info = self._registry.get_nowait()
+                if info is None:
+                    await self.redis.hdel(CALLS, call_id)
             await self.redis.delete(WORKER_KEY.format(self.worker_id))
         await self.redis.aclose()
 
@@ -142,6 +161,51 @@ class Cluster:
             except Exception:
                 log.exception("cluster command %s for call %s failed", body.get("cmd"), body.get("call_id"))
 
+    # ------------------------------------------------------------------------------ listen-in
+
+    def forward_audio(self, call_id: str, data: Packet) -> None:
+        """Send an audio packet of one of our calls to its listeners on other workers; never waits."""
+        try:
+            self._audio_outbox.put_nowait((call_id, data))
+        except asyncio.QueueFull:
+            self.audio_dropped += 1
+
+    async def _audio_loop(self) -> None:
+        while True:
+            call_id, data = await self._audio_outbox.get()
+            try:
+                await self.redis.publish(AUDIO.format(call_id), data)
+            except (RedisError, OSError) as exc:
+                self.audio_dropped += 1
+                log.warning("listen-in audio not shared (%s); the call goes on", exc)
+                await asyncio.sleep(1.0)
+
+    async def listen(self, call_id: str, user: str) -> AsyncGenerator[Packet, None]:
+        """Audio packets of a call another worker owns, until it ends (or stops being live)."""
+        pubsub = self.redis.pubsub()
+        loop = asyncio.get_running_loop()
+        try:
+            await pubsub.subscribe(AUDIO.format(call_id))  # before the lease: no packet is missed
+            command = {"cmd": "listen", "user": user, "lease_s": LEASE_S, "remote": True}
+            if await self.send(call_id, command) is None:
+                return
+            renew_at = loop.time() + LEASE_S / 3
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if loop.time() >= renew_at:
+                    if await self.send(call_id, {**command, "renew": True}) is None:
+                        return  # the call (or its worker) is gone
+                    renew_at = loop.time() + LEASE_S / 3
+                if message is None or message.get("type") != "message":
+                    continue
+                data = bytes(message["data"])
+                yield data
+                if data[:1] == bytes([END]):
+                    return
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # (redis-py leaves it untyped)
+
     # ------------------------------------------------------------------------------- registry
 
     async def _beat(self) -> None:
@@ -154,17 +218,46 @@ class Cluster:
             try:
                 await self._beat()
             except (RedisError, OSError) as exc:
-                log.warning("cluster heartbeat failed (%s)", exc)
+                self.reachable = False
+                log.warning("cluster heartbeat failed (%s); serving our calls alone meanwhile", exc)
+                continue
+            if not self.reachable:  # Redis is back: what was listed while it was gone may be missing
+                self.reachable = True
+                log.warning("Redis is back: re-listing our %d live calls", len(self._listed))
+                for call_id, info in list(self._listed.items()):
+                    self._registry.put_nowait((call_id, info))  # in order with the other registry writes
+                for call_id in self._unlisted_later - set(self._listed):
+                    self._registry.put_nowait((call_id, None))
+                self._unlisted_later.clear()
 
-    async def call_started(self, call_id: str, info: dict[str, Any]) -> None:
-        """List a call of ours."""
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.hset(CALLS, call_id, json.dumps({**info, "worker": self.worker_id}))
+    async def worker_alive(self, worker: str) -> bool:
+        """Whether a worker's heartbeat is fresh."""
+        return bool(await self.redis.exists(WORKER_KEY.format(worker)))
 
-    async def call_ended(self, call_id: str) -> None:
-        """Unlist a call of ours."""
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.hdel(CALLS, call_id)
+    def list_call(self, call_id: str, info: dict[str, Any] | None) -> None:
+        """List (or update) a call of ours; None unlists it. Never waits: the writes are queued and
+        applied in order, so an update can never bring back a call that already ended."""
+        if info is None:
+            self._listed.pop(call_id, None)
+        else:
+            self._listed[call_id] = info
+        self._registry.put_nowait((call_id, info))
+
+    async def _registry_loop(self) -> None:
+        while True:
+            call_id, info = await self._registry.get()
+            try:
+                if info is None:
+                    await self.redis.hdel(CALLS, call_id)
+                else:
+                    await self.redis.hset(CALLS, call_id, json.dumps({**info, "worker": self.worker_id}))
+            except (RedisError, OSError) as exc:
+                self.reachable = False  # the next good heartbeat lists our calls again
+                if info is None:
+                    self._unlisted_later.add(call_id)
+                log.warning(
+                    "live call %s not %s in the registry (%s)", call_id, "listed" if info else "unlisted", exc
+                )
 
     async def live_calls(self) -> dict[str, dict[str, Any]]:
         """Every live call of every worker still alive: call id → info (with `worker`)."""

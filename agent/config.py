@@ -6,6 +6,7 @@ never a silently ignored setting. `load_settings` is what `hotline serve` and `h
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from agent.bot import BotConfig
 from agent.yamlfile import ConfigError, ConfigProblem, load_yaml
 
 ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+STORAGE_URL = r"^(sqlite|postgresql)(\+\w+)?://"
+STORAGE_URL_HINT = "must be sqlite:///path.db or postgresql://user@host/db"
 
 
 class Strict(BaseModel):
@@ -79,12 +82,33 @@ class SecurityConfig(Strict):
     stream_token_ttl_s: int = Field(default=600, ge=10, le=86400)
     max_body_bytes: int = Field(default=65536, ge=1024)
     max_frame_bytes: int = Field(default=262144, ge=4096, description="Larger stream frames close with 1009.")
+    platform_ips: list[str] = Field(
+        default_factory=list,
+        description="PIOPIY's addresses (IPs or CIDR networks) allowed to post webhooks (/piopiy/...) and "
+        "open streams; empty: any address (the secret and the stream tokens still apply).",
+    )
+    max_failed_auth: int = Field(
+        default=20, ge=1, description="Wrong secrets or stream tokens per address before it is refused."
+    )
+    failed_auth_window_s: float = Field(default=60.0, gt=0, description="... within this many seconds.")
+
+    @field_validator("platform_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
 
 
 class StorageConfig(Strict):
     """Call records (SQLite file by default, PostgreSQL by URL) and where recordings go."""
 
-    url: str = "sqlite:///var/hotline.db"
+    url: str = Field(
+        default="sqlite:///var/hotline.db", description="or HOTLINE_STORAGE_URL (it wins over the file)."
+    )
     data_dir: Path = Path("var")
     recordings_dir: Path = Path("var/recordings")
     retention_days: int | None = Field(
@@ -97,8 +121,8 @@ class StorageConfig(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
-            raise ValueError("must be sqlite:///path.db or postgresql://user@host/db")
+        if not re.match(STORAGE_URL, value):
+            raise ValueError(STORAGE_URL_HINT)
         return value
 
 
@@ -211,6 +235,11 @@ class ServiceConfig(Strict):
             self.llm.base_url = url
         if url := os.environ.get("HOTLINE_REDIS_URL"):
             self.cluster.redis_url = url
+        # A PostgreSQL URL carries a password: containers take it from a secret, not from the file.
+        if url := os.environ.get("HOTLINE_STORAGE_URL"):
+            if not re.match(STORAGE_URL, url):  # never echo the URL: it may hold the password
+                raise ValueError(f"HOTLINE_STORAGE_URL {STORAGE_URL_HINT}")
+            self.storage.url = url
         return self
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
     from agent.runtime import Runtime
@@ -129,6 +129,10 @@ class LiveCollector:
         yield GaugeMetricFamily("hotline_active_calls", "", labels=["bot"])
         yield GaugeMetricFamily("hotline_event_loop_lag_seconds", "", labels=["quantile"])
         yield GaugeMetricFamily("hotline_model_queue_depth", "")
+        yield GaugeMetricFamily("hotline_record_writes_pending", "")
+        yield CounterMetricFamily("hotline_record_writes_late", "")
+        yield CounterMetricFamily("hotline_record_writes_dropped", "")
+        yield CounterMetricFamily("hotline_live_events_unshared", "")
 
     def collect(self) -> Iterator[Metric]:
         """Current values."""
@@ -150,4 +154,26 @@ class LiveCollector:
         yield lag
         yield GaugeMetricFamily(
             "hotline_model_queue_depth", "Model jobs waiting for a worker.", value=rt.executor.queue_depth
+        )
+        writer = rt.writer
+        yield GaugeMetricFamily(
+            "hotline_record_writes_pending",
+            "Call record writes not yet in the store (kept and retried while it is unreachable).",
+            value=writer.pending,
+        )
+        yield CounterMetricFamily(
+            "hotline_record_writes_late",
+            "Record writes written after the store came back.",
+            writer.written_late,
+        )
+        yield CounterMetricFamily(
+            "hotline_record_writes_dropped",
+            "Record writes given up (refused by the store, over the buffer, or pending at shutdown).",
+            writer.dropped,
+        )
+        cluster = rt.cluster
+        yield CounterMetricFamily(
+            "hotline_live_events_unshared",
+            "Live events and listen-in packets not shared with other workers (Redis slow or down).",
+            (cluster.dropped + cluster.audio_dropped) if cluster is not None else 0,
         )

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import httpx
 import openai
+from redis.exceptions import RedisError
 
 from agent.bus import Bus
 from agent.cluster import Cluster, default_worker_id
@@ -25,16 +26,18 @@ from agent.dialogue.scripted import ScriptedDialogue, ToolRunner
 from agent.dialogue.tools import ToolBox
 from agent.escalation.notify import Notifier
 from agent.escalation.rules import CompiledRule, compile_rules
+from agent.listen import LEASE_S, ListenHub
 from agent.loop_lag import LoopLagMonitor
 from agent.metrics import Metrics
+from agent.record_writer import RecordWriter
+from agent.recovery import Incarnation, recovery_loop, stop_recovery
 from agent.retention import start_retention, stop_retention
-from agent.security import StreamTokens, resolve_secret
+from agent.security import AddressList, FailureLimiter, StreamTokens, resolve_secret
+from agent.speech_models import CallTranscriber, LocalSpeechModels, SpeechModels
 from agent.store import Store
 from agent.telephony.piopiy_webhooks import CallEvent, parse_body
-from pipelines.asr import Transcriber, load_whisper
 from pipelines.executor import ModelExecutor
-from pipelines.models import piper_voice_files, whisper_model_dir
-from pipelines.tts import PhraseCache, PiperSynthesizer
+from pipelines.tts import PhraseCache, Synthesizer
 
 if TYPE_CHECKING:
     from agent.call import CallSession
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 
 BACKGROUND_GRACE_S = 5.0
 """At shutdown, how long notifications still being sent may take."""
+RECORD_FLUSH_S = 10.0
+"""At shutdown, how long record writes kept while the store was down may still take."""
 
 
 @dataclass
@@ -55,41 +60,64 @@ class Runtime:
     webhook_secret: str
     executor: ModelExecutor
     phrases: dict[str, PhraseCache]
-    synths: dict[str, PiperSynthesizer]
-    transcribers: dict[str, Transcriber]
+    synths: dict[str, Synthesizer]
+    transcribers: dict[str, CallTranscriber]
     recordings_dir: Path
     sessions: dict[str, CallSession] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     draining: bool = False
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     bus: Bus = field(default_factory=Bus)
+    listen: ListenHub = field(default_factory=ListenHub)
+    """Supervisors' listen-in: live call audio to the dashboard."""
     tool_http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
     """One connection pool for every call's HTTP tools."""
     file_server: ServerConfig | None = None
     """The server settings as config.yaml gave them at start-up (reload compares with these)."""
     rules: dict[str, list[CompiledRule]] = field(default_factory=dict)
     """Each bot's escalation rules, compiled once."""
+    voices: dict[tuple[str, str], tuple[Synthesizer, PhraseCache]] = field(default_factory=dict)
+    """(bot, language) → the voice and phrase cache of another language the bot answers in."""
     llm: openai.AsyncOpenAI | None = None
     """The LLM endpoint's client, shared by all calls; None: bots answer from their YAML scripts."""
     notifier: Notifier = field(init=False)
     """Sends `notify` actions' webhooks over the tools' connection pool."""
     metrics: Metrics = field(init=False)
     """This process's Prometheus metrics (its own registry), served at /metrics."""
+    writer: RecordWriter = field(init=False)
+    """Every call's record writes, kept and retried in order while the store is down."""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Work that may outlive its call (webhook notifications); waited for at shutdown."""
     cluster: Cluster | None = None
     """The other workers (Redis): None when this worker runs alone."""
     retention: asyncio.Task[None] | None = None
     """Deletes expired recordings hourly (agent/retention.py); None: recordings are kept forever."""
+    incarnation: Incarnation = field(default_factory=lambda: Incarnation(default_worker_id()))
+    """This start of this worker, kept in each call's `meta.served_by` (agent/recovery.py)."""
+    recovery: asyncio.Task[None] | None = None
+    """Finishes calls left active by workers that died (agent/recovery.py)."""
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    auth_failures: FailureLimiter = field(init=False)
+    """Wrong secrets and stream tokens per client address (security.max_failed_auth)."""
+    platform: AddressList = field(init=False)
+    """Who may post PIOPIY webhooks and open streams (security.platform_ips; empty: anyone)."""
 
     def __post_init__(self) -> None:
         self.notifier = Notifier(self.tool_http)
         self.metrics = Metrics(self)
+        self.writer = RecordWriter(self.store)
+        security = self.settings.service.security
+        self.auth_failures = FailureLimiter(security.max_failed_auth, security.failed_auth_window_s)
+        self.platform = AddressList(security.platform_ips)
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
-        """Open the store, resolve secrets, load voices and pre-synthesize every bot's fixed phrases."""
+    async def start(cls, settings: Settings, models: SpeechModels | None = None) -> Runtime:
+        """Open the store, resolve secrets, load voices and pre-synthesize every bot's fixed phrases.
+
+        `models` loads the voices and transcribers: the installed piper and Whisper models by default
+        (`LocalSpeechModels`); the load benchmark passes stand-ins (agent/speech_models.py).
+        """
+        models = models or LocalSpeechModels()
         service = settings.service
         data_dir = settings.path(service.storage.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -103,21 +131,20 @@ class Runtime:
         executor = ModelExecutor(max_workers=2)
         started = time.perf_counter()
         phrases: dict[str, PhraseCache] = {}
-        synths: dict[str, PiperSynthesizer] = {}
-        transcribers: dict[str, Transcriber] = {}
+        synths: dict[str, Synthesizer] = {}
+        transcribers: dict[str, CallTranscriber] = {}
+        voices: dict[tuple[str, str], tuple[Synthesizer, PhraseCache]] = {}
         for name, bot in settings.bots.items():
-            onnx, config = piper_voice_files(bot.voice)
-            synths[name] = synth = await executor.run(PiperSynthesizer.load, onnx, config)
+            synths[name] = synth = await models.voice(bot.voice, executor)
             cache = PhraseCache(synth, bot.stream.voice_quality)
             await cache.warm(bot.fixed_phrases(), executor)
             phrases[name] = cache
+            for code, spec in bot.languages.voices.items():  # each language the bot answers in
+                voice = await models.voice(spec, executor)
+                voices[(name, code)] = (voice, PhraseCache(voice, bot.stream.voice_quality))
+                await voices[(name, code)][1].warm(bot.language_phrases(code), executor)
             # Models load once per process (cached by path); each bot gets a transcriber at its call rate.
-            model = await executor.run(load_whisper, whisper_model_dir(bot.asr_model, data_dir / "models"))
-            language = bot.language if model.model.is_multilingual else "en"
-            transcribers[name] = Transcriber(
-                model, executor, sample_rate_in=bot.stream.voice_quality, language=language,
-                window_s=bot.asr_window_s,
-            )  # fmt: skip
+            transcribers[name] = await models.transcriber(name, bot, executor, data_dir)
             # One real decode now (the bot's own greeting, at the call rate): the first caller turn
             # then pays no first-run cost (buffer allocation, lazy initialisation in CTranslate2).
             greeting = cache.get(bot.greeting)
@@ -137,6 +164,7 @@ class Runtime:
             settings, store, tokens, webhook_secret, executor, phrases, synths, transcribers, recordings
         )
         runtime.rules = {name: compile_rules(bot) for name, bot in settings.bots.items()}
+        runtime.voices = voices
         runtime.file_server = service.server.model_copy()
         if service.llm.base_url is not None:
             runtime.llm = make_client(service.llm)
@@ -149,6 +177,14 @@ class Runtime:
             )
             if runtime.cluster is not None:
                 runtime.bus.forward = runtime.cluster.forward
+                runtime.listen.remote = runtime.cluster.forward_audio
+        runtime.incarnation = Incarnation(service.cluster.worker_id or default_worker_id())
+        runtime.recovery = asyncio.create_task(
+            recovery_loop(
+                store, recordings, runtime.incarnation, runtime.cluster, alone=not service.cluster.redis_url
+            ),
+            name="call-recovery",
+        )
         return runtime
 
     def new_dialogue(self, ctx: CallContext, toolbox: ToolBox, *, run_tool: ToolRunner) -> Dialogue:
@@ -158,6 +194,10 @@ class Runtime:
                 ctx, self.settings.service.llm, client=self.llm, toolbox=toolbox, run_tool=run_tool
             )
         return ScriptedDialogue(ctx, run_tool=run_tool)
+
+    def voice(self, bot: str, language: str) -> tuple[Synthesizer, PhraseCache]:
+        """The synthesizer and phrase cache that speak `language` for a bot (else the bot's own voice)."""
+        return self.voices.get((bot, language)) or (self.synths[bot], self.phrases[bot])
 
     async def stop(self, *, deadline_s: float = 10.0) -> None:
         """Let live calls end (up to a deadline), then close them and release everything."""
@@ -170,12 +210,14 @@ class Runtime:
             for task in late:
                 task.cancel()
         await stop_retention(self.retention)
+        await stop_recovery(self.recovery)
         if self.cluster is not None:
             await self.cluster.close()
         await self.loop_lag.stop()
         await self.tool_http.aclose()
         if self.llm is not None:
             await self.llm.close()
+        await self.writer.flush(RECORD_FLUSH_S)  # what was kept while the store was down
         await self.store.close()
         self.executor.shutdown()
 
@@ -194,7 +236,7 @@ class Runtime:
             restart.append(f"bot {name} {'added' if name in new.bots else 'removed'}")
         for name in sorted(set(new.bots) & set(self.settings.bots)):
             old, bot = self.settings.bots[name], new.bots[name]
-            for key in ("voice", "asr_model", "asr_window_s", "language"):
+            for key in ("voice", "asr_model", "asr_window_s", "language", "languages"):
                 if getattr(old, key) != getattr(bot, key):
                     restart.append(f"bot {name}: {key}")
             if old.stream.voice_quality != bot.stream.voice_quality:
@@ -252,8 +294,28 @@ class Runtime:
         self.sessions[session.call_id] = session
         self._idle.clear()
         if self.cluster is not None:
-            info = live_info(session)
-            self.in_background(self.cluster.call_started(session.call_id, info), "cluster register")
+            self.cluster.list_call(session.call_id, live_info(session))
+
+    def refusal(self, host: str | None, *, platform: bool) -> str | None:
+        """Why a client must be turned away before its credentials are even checked: `too_many_failures`
+        (it sent wrong secrets or tokens too often lately), `not_platform` (a PIOPIY surface and the
+        address is not in `security.platform_ips`); None: go on."""
+        client = host or "unknown"
+        if self.auth_failures.blocked(client):
+            return "too_many_failures"
+        if platform and not self.platform.allows(host):
+            return "not_platform"
+        return None
+
+    def auth_failed(self, host: str | None, surface: str) -> None:
+        """A wrong secret or stream token: counted per address, and in /metrics."""
+        self.auth_failures.failed(host or "unknown")
+        self.metrics.error("-", "auth", surface)
+
+    def state_changed(self, session: CallSession) -> None:
+        """A live call of ours changed state: keep the cluster's registry of live calls current."""
+        if self.cluster is not None and session.call_id in self.sessions:
+            self.cluster.list_call(session.call_id, live_info(session))
 
     def unregister(self, call_id: str) -> None:
         """A call ended."""
@@ -261,13 +323,16 @@ class Runtime:
         if not self.sessions:
             self._idle.set()
         if self.cluster is not None:
-            self.in_background(self.cluster.call_ended(call_id), "cluster unregister")
+            self.cluster.list_call(call_id, None)
 
     async def live_calls(self) -> list[dict[str, Any]]:
         """Live calls of every worker (this one alone without a cluster), oldest first."""
         calls = {call_id: {**live_info(s), "worker": self.worker_id} for call_id, s in self.sessions.items()}
         if self.cluster is not None:
-            calls = {**await self.cluster.live_calls(), **calls}
+            try:
+                calls = {**await self.cluster.live_calls(), **calls}
+            except (RedisError, OSError) as exc:  # Redis is down: this worker's calls are all we know
+                log.warning("other workers' live calls unknown (%s)", exc)
         return sorted(
             ({"call_id": call_id, **info} for call_id, info in calls.items()), key=lambda c: c["started_at"]
         )
@@ -288,6 +353,11 @@ class Runtime:
                 await session.on_platform_event(parse_body(CallEvent, command["body"]))
             case "dtmf":
                 await session.on_dtmf(str(command["digits"]))
+            case "listen":
+                if command.get("remote"):
+                    self.listen.lease(session.call_id, float(command.get("lease_s", LEASE_S)))
+                if not command.get("renew"):
+                    await session.answerer.listened(command.get("user"))
             case other:
                 log.warning("unknown command %r for call %s", other, session.call_id)
                 return False
@@ -300,7 +370,10 @@ class Runtime:
             await self.execute({**command, "call_id": call_id})
             return self.worker_id
         if self.cluster is not None:
-            return await self.cluster.send(call_id, command)
+            try:
+                return await self.cluster.send(call_id, command)
+            except (RedisError, OSError) as exc:
+                log.warning("command %s for call %s not sent (%s)", command.get("cmd"), call_id, exc)
         return None
 
     @property

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ class StreamTokens:
             expiry = int(exp)
         except (TypeError, ValueError):
             raise TokenError("malformed expiry") from None
-        if not hmac.compare_digest(self._sign(call_id, bot, expiry), token):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a refusal).
+        if not hmac.compare_digest(self._sign(call_id, bot, expiry).encode(), token.encode(errors="replace")):
             raise TokenError("bad signature")
         current = now if now is not None else time.time()
         if expiry < current:
@@ -96,3 +99,48 @@ def resolve_secret(env_name: str, data_dir: Path) -> str:
         fh.write(value + "\n")
     log.warning("%s is not set: generated one and stored it in %s", env_name, path)
     return value
+
+
+@dataclass
+class FailureLimiter:
+    """At most `limit` failures (logins, secrets, stream tokens) per client address within `window_s`;
+    then the address is refused until they age out."""
+
+    limit: int = 5
+    window_s: float = 300.0
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+
+    def blocked(self, client: str, now: float | None = None) -> bool:
+        """Whether this client has used up its failures."""
+        return len(self._recent(client, now)) >= self.limit
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        """Count a failure."""
+        self._recent(client, now).append(now if now is not None else time.time())
+
+    def _recent(self, client: str, now: float | None) -> deque[float]:
+        now = now if now is not None else time.time()
+        failures = self._failures.setdefault(client, deque())
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        if len(self._failures) > 10_000:  # many addresses: forget the quiet ones
+            for quiet in [c for c, d in self._failures.items() if not d and c != client]:
+                del self._failures[quiet]
+        return failures
+
+
+class AddressList:
+    """Addresses (IPs or CIDR networks) allowed to reach a surface; an empty list allows every address."""
+
+    def __init__(self, entries: list[str] | tuple[str, ...]) -> None:
+        self.networks = tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries)
+
+    def allows(self, host: str | None) -> bool:
+        """Whether `host` (a client address as the server saw it) is on the list."""
+        if not self.networks:
+            return True
+        try:
+            address = ipaddress.ip_address(host or "")
+        except ValueError:
+            return False  # no address (a unix socket, a test client): not provably on the list
+        return any(address in network for network in self.networks)

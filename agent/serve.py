@@ -19,6 +19,7 @@ import uvicorn
 
 from agent.config import Settings
 from agent.runtime import Runtime
+from agent.websocket_protocol import WebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         create_app(settings),
         host=host or server.host,
         port=port or server.port,
-        ws="websockets-sansio",  # the websockets package, sans-I/O (the legacy one is deprecated)
+        ws=WebSocketProtocol,  # the websockets package, sans-I/O (the legacy one is deprecated)
         # Frames over our own limit are closed with 1009 by the stream handler, not by uvicorn.
         ws_max_size=settings.service.security.max_frame_bytes * 4 + 65536,
         log_level="warning",

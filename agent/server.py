@@ -6,17 +6,18 @@ produce a 500. Everything received is stored before it is acted on.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.bus import relay
 from agent.config import Settings, normalize_number
@@ -25,6 +26,7 @@ from agent.logs import for_call
 from agent.metrics import CONTENT_TYPE
 from agent.runtime import Runtime, new_call_id
 from agent.security import webhook_secret_ok
+from agent.speech_models import SpeechModels
 from agent.stream import stream_socket
 from agent.telephony.piopiy import (
     Pcmo,
@@ -35,6 +37,7 @@ from agent.telephony.piopiy import (
     redact_tokens,
     speak_action,
     stream_action,
+    strict_json,
 )
 from agent.telephony.piopiy_webhooks import (
     AnswerRequest,
@@ -47,6 +50,7 @@ from agent.yamlfile import ConfigError
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+_STATUSES = {s.value for s in HTTPStatus}
 
 
 class HttpError(Exception):
@@ -57,13 +61,16 @@ class HttpError(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
-    """The ASGI app. Pass a started Runtime to share one between apps (tests); else it starts with the app."""
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, models: SpeechModels | None = None
+) -> FastAPI:
+    """The ASGI app. Pass a started Runtime to share one between apps (tests); else it starts with the app,
+    loading its speech models through `models` (default: the installed ones; see agent/speech_models.py)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = runtime is None
-        app.state.runtime = runtime or await Runtime.start(settings)
+        app.state.runtime = runtime or await Runtime.start(settings, models)
         try:
             yield
         finally:
@@ -81,6 +88,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _framework_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes, wrong methods, unparsable bodies of typed routes: the same JSON shape as ours.
+        error = HTTPStatus(exc.status_code).phrase.lower() if exc.status_code in _STATUSES else "error"
+        body = {"error": error, "detail": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
@@ -94,8 +108,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         """Live events of every call, or of one (`?call=ID`), as JSON text frames."""
         rt: Runtime = ws.app.state.runtime
         presented = ws.headers.get("x-hotline-secret") or ws.query_params.get("secret")
+        host = ws.client.host if ws.client else None
         await ws.accept()
+        if rt.refusal(host, platform=False) is not None:
+            await ws.close(1008, "too many failed attempts")
+            return
         if not webhook_secret_ok(rt.webhook_secret, presented):
+            rt.auth_failed(host, "live")
             await ws.close(1008, "unauthorized")
             return
         await relay(rt.bus.subscribe(ws.query_params.get("call")), ws.send_json)
@@ -107,6 +126,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         if not rt.settings.service.server.metrics_public:
             _authorized(request)
         return Response(rt.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
+        """Liveness: 200 whenever the event loop answers, draining or not (a drain must not be killed)."""
+        return {"status": "alive"}
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:
@@ -120,14 +144,14 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         }
         return JSONResponse(body, status_code=503 if rt.draining else 200)
 
-    @app.post("/piopiy/answer")
+    @app.post("/piopiy/answer", openapi_extra=_json_body_doc(AnswerRequest))
     async def answer(request: Request) -> JSONResponse:
         rt = _authorized(request)
         body = await _json_body(request, rt)
         call = _parse(AnswerRequest, body, "malformed answer_url body")
         return JSONResponse(await _answer_pcmo(rt, call, body))
 
-    @app.post("/piopiy/events")
+    @app.post("/piopiy/events", openapi_extra=_json_body_doc(CallEvent))
     async def events(request: Request) -> dict[str, Any]:
         rt = _authorized(request)
         body = await _json_body(request, rt)
@@ -153,11 +177,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         elif call_id and rt.cluster is not None and await rt.route(call_id, {"cmd": "event", "body": body}):
             pass  # the call lives on another worker: it got the event
         elif call_id and event.status_lower == "hangup":
-            # PIOPIY usually closes the socket before it posts `hangup`: say who ended the call.
-            await rt.store.mark_caller_hangup(call_id)
+            # PIOPIY usually closes the socket before it posts `hangup`: say who ended the call. In the
+            # call's lane of writes: its closing update may still be waiting there (a slow store).
+            await rt.writer.write(call_id, lambda: rt.store.mark_caller_hangup(call_id), "caller hangup")
         return {"ok": True, "call_id": call_id}
 
-    @app.post("/piopiy/cdr")
+    @app.post("/piopiy/cdr", openapi_extra=_json_body_doc(CdrRecord))
     async def cdr(request: Request) -> dict[str, Any]:
         rt = _authorized(request)
         body = await _json_body(request, rt)
@@ -165,7 +190,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         first = await rt.store.upsert_cdr(record.cmiuuid, record.leg, body, time.time())
         return {"ok": True, "duplicate": not first}
 
-    @app.post("/piopiy/dtmf")
+    @app.post("/piopiy/dtmf", openapi_extra=_json_body_doc(DtmfCallback))
     async def dtmf(request: Request) -> dict[str, Any]:
         rt = _authorized(request)
         body = await _json_body(request, rt)
@@ -191,7 +216,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     async def list_calls(
         request: Request,
         limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=2**31),  # beyond a database's integer: a 422, not a 500
         bot: str | None = None,
         status: str | None = None,
     ) -> dict[str, Any]:
@@ -266,6 +291,12 @@ class SupervisorTransfer(SupervisorAction):
     department: str = Field(min_length=1, max_length=64)
 
 
+def _json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a webhook that reads its own body (leniently, a 400 when malformed): the body's model."""
+    schema = model.model_json_schema(by_alias=True)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def _routed(call_id: str, worker: str | None) -> JSONResponse:
     if worker is None:
         raise HttpError(409, "the call is not live", call_id)
@@ -280,14 +311,20 @@ def _rt(request: Request) -> Runtime:
 def _authorized(request: Request) -> Runtime:
     """Webhooks and the API need the shared secret: header X-Hotline-Secret, a Bearer token, or ?secret=."""
     rt = _rt(request)
+    host = request.client.host if request.client else None
+    refusal = rt.refusal(host, platform=request.url.path.startswith("/piopiy/"))
+    if refusal == "too_many_failures":
+        raise HttpError(429, "too many failed attempts", "wait a minute, then send the right secret")
+    if refusal == "not_platform":
+        log.warning("refused %s %s from %s: not a platform address", request.method, request.url.path, host)
+        raise HttpError(403, "forbidden", "this address may not call PIOPIY webhooks (security.platform_ips)")
     presented = request.headers.get("x-hotline-secret") or request.query_params.get("secret")
     auth = request.headers.get("authorization", "")
     if presented is None and auth.lower().startswith("bearer "):
         presented = auth[7:].strip()
     if not webhook_secret_ok(rt.webhook_secret, presented):
-        log.warning(
-            "refused %s %s from %s: missing or wrong secret", request.method, request.url.path, request.client
-        )
+        rt.auth_failed(host, "webhook")
+        log.warning("refused %s %s from %s: missing or wrong secret", request.method, request.url.path, host)
         raise HttpError(401, "unauthorized", "send the webhook secret as X-Hotline-Secret or ?secret=")
     return rt
 
@@ -311,7 +348,7 @@ async def _json_body(request: Request, rt: Runtime) -> Any:
         if len(raw) > limit:
             raise HttpError(413, "body too large", f"limit is {limit} bytes")
     try:
-        return json.loads(raw)
+        return strict_json(raw)
     except (ValueError, RecursionError) as exc:
         raise HttpError(400, "body is not valid JSON", str(exc)[:200]) from None
 

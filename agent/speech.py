@@ -56,13 +56,14 @@ class SpokenReply:
             first = await anext(text_deltas, None)
             if first is None:
                 return
-            cached = s.runtime.phrases[s.bot_name].get(first)
+            synth, phrases = s.voice  # the language the bot answers in
+            cached = phrases.get(first)
             if cached is not None:
                 yield first, cached, 0.0
                 rest = text_deltas
             else:
                 rest = _prepend(first, text_deltas)
-            speech = stream_speech(rest, s.runtime.synths[s.bot_name], s.runtime.executor, s.sample_rate)
+            speech = stream_speech(rest, synth, s.runtime.executor, s.sample_rate)
             async with contextlib.aclosing(speech) as clauses:
                 async for chunk in clauses:
                     yield chunk.text, chunk.pcm, chunk.synth_ms

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     exists,
     func,
     select,
@@ -129,6 +130,26 @@ def async_url(url: str, base_dir: Path | None = None) -> str:
     return url
 
 
+def _engine(url: str) -> AsyncEngine:
+    """The engine. A SQLite file is put in WAL mode with synchronous=NORMAL: with its default rollback
+    journal every commit waits for the disk, and 200 concurrent calls (bench/load.py) queued their writes
+    until the pool gave up ("database is locked", "QueuePool limit ... reached"). In WAL mode readers
+    never wait for the writer and a commit needs no fsync: a killed process loses nothing committed, a
+    power cut may lose the last commits. A writer waits up to 30 s for another (SQLite's default: 5)."""
+    if not url.startswith("sqlite") or url.endswith((":memory:", ":///")):
+        return create_async_engine(url, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_pre_ping=True, connect_args={"timeout": 30.0})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _wal(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
 def iso(ts: float | None) -> str | None:
     """Epoch seconds → ISO 8601 UTC with milliseconds."""
     if ts is None:
@@ -141,7 +162,7 @@ class Store:
 
     def __init__(self, url: str, *, base_dir: Path | None = None) -> None:
         self.url = async_url(url, base_dir)
-        self.engine: AsyncEngine = create_async_engine(self.url, pool_pre_ping=True)
+        self.engine: AsyncEngine = _engine(self.url)
         self._session = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def init(self) -> None:
@@ -317,6 +338,42 @@ class Store:
             row.meta = {**(row.meta or {}), "recording_deleted_at": iso(deleted_at)}
             return True
 
+    async def calls_left_active(self) -> list[dict[str, Any]]:
+        """Calls still `active` (live, or left so by a worker that died): id, meta, times, sample rate."""
+        query = select(
+            CallRow.id, CallRow.meta, CallRow.started_at, CallRow.connected_at, CallRow.sample_rate
+        ).where(CallRow.status == "active")
+        async with self._session() as s:
+            rows = (await s.execute(query)).all()
+        return [
+            {"id": i, "meta": m or {}, "started_at": st, "connected_at": c, "sample_rate": r}
+            for i, m, st, c, r in rows
+        ]
+
+    async def claim_abandoned(self, call_id: str, *, end_reason: str, ended_at: float) -> bool:
+        """Mark a call left `active` as `incomplete`; False when it is no longer active (it ended after
+        all, or another worker claimed it first)."""
+        async with self._session.begin() as s:
+            result = await s.execute(
+                update(CallRow)
+                .where(CallRow.id == call_id, CallRow.status == "active")
+                .values(status="incomplete", end_reason=end_reason, ended_at=ended_at)
+            )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def last_activity(self, call_id: str) -> float | None:
+        """The latest time written for a call: its turns, actions and events (epoch seconds)."""
+        queries = (
+            select(func.max(func.coalesce(TurnRow.ended_at, TurnRow.started_at))).where(
+                TurnRow.call_id == call_id
+            ),
+            select(func.max(ActionRow.at)).where(ActionRow.call_id == call_id),
+            select(func.max(EventRow.at)).where(EventRow.call_id == call_id),
+        )
+        async with self._session() as s:
+            times = [await s.scalar(q) for q in queries]
+        return max((t for t in times if t is not None), default=None)
+
     async def call_record(self, call_id: str) -> dict[str, Any] | None:
         """The whole record of one call: meta, turns, actions, events and CDRs."""
         async with self._session() as s:
@@ -411,5 +468,13 @@ def _turn(t: TurnRow, call_start: float) -> dict[str, Any]:
         "start_ms": offset(t.started_at),
         "end_ms": offset(t.ended_at),
         "latency_ms": t.latency or {},
-        "signals": t.signals or {},
+        **_with_translation(t.signals or {}),
     }
+
+
+def _with_translation(signals: dict[str, Any]) -> dict[str, Any]:
+    """A turn's signals, and its interpretation (kept in the signals column) as `translation`."""
+    if "translation" not in signals:
+        return {"signals": signals}
+    rest = {k: v for k, v in signals.items() if k != "translation"}
+    return {"signals": rest, "translation": signals["translation"]}

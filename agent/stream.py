@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 from fastapi import WebSocket
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agent.call import CallSession
 from agent.logs import for_call
@@ -25,11 +26,18 @@ async def stream_socket(ws: WebSocket) -> None:
     runtime: Runtime = ws.app.state.runtime
     q = ws.query_params
     call_id, bot_name = q.get("call", ""), q.get("bot", "")
+    host = ws.client.host if ws.client else None
     await ws.accept()
+    refusal = runtime.refusal(host, platform=True)
+    if refusal is not None:
+        log.warning("stream refused for call %r: %s (from %s)", call_id[:64], refusal, host)
+        await ws.close(POLICY_VIOLATION, refusal.replace("_", " "))
+        return
     try:
         runtime.tokens.verify(call_id, bot_name, q.get("exp", ""), q.get("token", ""))
     except TokenError as exc:
-        log.warning("stream refused for call %r: %s (from %s)", call_id[:64], exc, ws.client)
+        runtime.auth_failed(host, "stream")
+        log.warning("stream refused for call %r: %s (from %s)", call_id[:64], exc, host)
         await ws.close(POLICY_VIOLATION, "invalid stream token")
         return
     for_call(call_id)  # every log line of this call, and of the tasks it starts, names it
@@ -80,7 +88,9 @@ async def stream_socket(ws: WebSocket) -> None:
                 await session.record.event("stream", "frame_too_large", {"bytes": size, "limit": max_frame})
                 reason = "frame_too_large"
                 runtime.metrics.error(bot_name, "stream", reason)
-                await ws.close(MESSAGE_TOO_BIG, "frame too large")
+                if ws.application_state == WebSocketState.CONNECTED:  # else the peer is gone already
+                    with contextlib.suppress(WebSocketDisconnect):
+                        await ws.close(MESSAGE_TOO_BIG, "frame too large")
                 break
             if data is not None:
                 session.on_audio(decoder.feed_bytes(data))

@@ -18,6 +18,9 @@ except ImportError:  # pragma: no cover
 KeyPath = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
 
+MAX_DEPTH = 64  # deeper nesting overflows the C parser's stack (a crash, not an error) long before use
+MAX_VALUES = 200_000  # values once aliases are expanded: an alias bomb would take hours to validate
+
 
 @dataclass(frozen=True)
 class ConfigProblem:
@@ -137,6 +140,37 @@ def _duplicate_keys(doc: YamlDocument, node: yaml.Node | None, loc: KeyPath = ()
     return problems
 
 
+def _shape_problem(text: str, name: str) -> ConfigProblem | None:
+    """What the parser's event stream shows before anything is built: nesting too deep, an alias inside
+    its own anchor (an endless structure), or aliases expanding to more values than any config needs."""
+    open_anchors: list[str | None] = []
+    sizes: dict[str, int] = {}
+    counts = [0]  # values under each open collection, the document's at the bottom
+    for event in yaml.parse(text, Loader=_Loader):
+        line = event.start_mark.line + 1 if event.start_mark else None
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_anchors) >= MAX_DEPTH:
+                return ConfigProblem(name, "", f"nested deeper than {MAX_DEPTH} levels", line)
+            open_anchors.append(event.anchor)
+            counts.append(1)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_anchors.pop(), counts.pop()
+            counts[-1] += size
+            if anchor is not None:
+                sizes[anchor] = size
+        elif isinstance(event, yaml.ScalarEvent):
+            counts[-1] += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor in open_anchors:
+                return ConfigProblem(name, "", f"alias *{event.anchor} is inside its own anchor", line)
+            counts[-1] += sizes.get(event.anchor or "", 1)  # an undefined alias: the composer says so
+        if sum(counts) > MAX_VALUES:
+            return ConfigProblem(name, "", f"more than {MAX_VALUES} values once aliases are expanded", line)
+    return None
+
+
 def load_yaml(path: Path, *, display_name: str | None = None) -> YamlDocument:
     """Read and parse a YAML file; syntax errors and duplicate keys become ConfigError with the line."""
     name = display_name or str(path)
@@ -147,6 +181,9 @@ def load_yaml(path: Path, *, display_name: str | None = None) -> YamlDocument:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(name, "", f"cannot read: {exc}")]) from None
     try:
+        shape = _shape_problem(text, name)
+        if shape is not None:
+            raise ConfigError([shape])
         root = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)  # a safe loader (CSafeLoader/SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -155,6 +192,9 @@ def load_yaml(path: Path, *, display_name: str | None = None) -> YamlDocument:
         raise ConfigError([ConfigProblem(name, "", f"YAML syntax error: {exc.problem}", line)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem(name, "", f"YAML error: {exc}")]) from None
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:  # PyYAML: `!!int ''` is an IndexError
+        what = f"{type(exc).__name__}: {exc}"
+        raise ConfigError([ConfigProblem(name, "", f"YAML error: a value cannot be read ({what})")]) from None
     doc = YamlDocument(path=Path(name), data=data if data is not None else {}, root=root)
     duplicates = _duplicate_keys(doc, root)
     if duplicates:

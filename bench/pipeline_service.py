@@ -10,6 +10,8 @@ bot for ASR accuracy whose every answer is a one-word "Pardon?".
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import select
 import shutil
@@ -110,10 +112,15 @@ def _bot_yaml(source: dict[str, Any], bot: BenchBot) -> dict[str, Any]:
 
 
 class ServiceProcess:
-    """`python -m bench.pipeline_service CONFIG` as a child process; `with` starts and stops it."""
+    """`python -m bench.pipeline_service CONFIG [--stand-ins LEXICON]` as a child process; `with` starts
+    and stops it. With `stand_ins` (a JSON file: caller utterance → voice print) the service runs on the
+    stand-in models of the load profile (agent/testing/standins.py) instead of piper and Whisper."""
 
-    def __init__(self, config: Path, log_path: Path, startup_timeout_s: float = 240.0) -> None:
+    def __init__(
+        self, config: Path, log_path: Path, startup_timeout_s: float = 240.0, *, stand_ins: Path | None = None
+    ) -> None:
         self.config = config
+        self.stand_ins = stand_ins
         self.log_path = log_path
         self.startup_timeout_s = startup_timeout_s
         self.url = ""
@@ -126,8 +133,9 @@ class ServiceProcess:
         env.pop("HOTLINE_LLM_BASE_URL", None)  # the scripted dialogue: no LLM time in the numbers
         self._log = self.log_path.open("wb")
         started = time.perf_counter()
+        stand_ins = ["--stand-ins", str(self.stand_ins)] if self.stand_ins else []
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.pipeline_service", str(self.config)],
+            [sys.executable, "-m", "bench.pipeline_service", str(self.config), *stand_ins],
             cwd=REPO,
             env=env,
             stdin=subprocess.PIPE,
@@ -218,18 +226,24 @@ def machine_busy() -> tuple[float, float]:
     return float(total - idle), float(total)
 
 
-def _serve(config: str) -> None:
+def _serve(config: str, stand_ins: str | None = None) -> None:
     """The child: serve the app until stdin closes; print the URL once it accepts connections."""
     from agent.config import load_settings
     from agent.server import create_app
     from agent.testing.servers import serve_in_thread
+    from agent.testing.standins import StandInModels
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(config)
-    with serve_in_thread(create_app(settings), startup_timeout_s=240) as url:
+    models = None
+    if stand_ins is not None:
+        prints = json.loads(Path(stand_ins).read_text())
+        models = StandInModels({text: tuple(p) for text, p in prints.items()})
+    with serve_in_thread(create_app(settings, models=models), startup_timeout_s=240) as url:
         settings.service.server.public_url = url  # the port is known only now; ws_url derives from it
         print(url, flush=True)
         sys.stdin.buffer.read()
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(sys.argv[1], sys.argv[3] if sys.argv[2:3] == ["--stand-ins"] else None)

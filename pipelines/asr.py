@@ -9,6 +9,7 @@ rest. Inference runs on the shared `ModelExecutor`, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import os
@@ -155,6 +156,8 @@ class Transcript:
     text: str
     language: str
     language_probability: float = 0.0
+    language_scores: tuple[tuple[str, float], ...] = ()
+    """When the language was detected: the likeliest languages and their probabilities, best first."""
     avg_logprob: float = 0.0
     no_speech_prob: float = 1.0
     compression_ratio: float = 0.0
@@ -179,7 +182,10 @@ class Transcriber:
     Decoding is greedy (`beam_size=1`: less decoder time than beam 5, the same words on short clear
     turns), at temperature 0 with no fallback, without timestamps, not conditioned on earlier text,
     with new tokens bounded by the audio length; see `_DECODE_OPTIONS`. `language=None` detects the
-    language (multilingual models; costs an extra encoder pass); English-only models always say "en".
+    language of each turn (multilingual models; English-only models always say "en"): on the short
+    window the detection reads the encoder output the decode uses anyway (a few ms more than a
+    pinned language); `candidates` limits it to those languages. `for_language` gives a transcriber
+    pinned to one language that shares this one's model and window decoder.
 
     `trim_margin_ms` cuts the turn to its loud part plus this margin before decoding (None: as is).
     `window_s` below 30 decodes turns that fit on a shorter encoder window (`WindowDecoder`: the same
@@ -198,6 +204,7 @@ class Transcriber:
         guard: HallucinationGuard | None = None,
         window_s: float = 20.0,
         trim_margin_ms: int | None = 100,
+        candidates: tuple[str, ...] = (),
     ) -> None:
         if language not in (None, "en") and not model.model.is_multilingual:
             raise ValueError(f"language {language!r} needs a multilingual Whisper model, not English-only")
@@ -210,11 +217,20 @@ class Transcriber:
         self.beam_size = beam_size
         self.guard = guard or HallucinationGuard()
         self.trim_margin_ms = trim_margin_ms
+        self.candidates = candidates
         self._window = (
-            WindowDecoder(model, language=language, window_s=window_s, beam_size=beam_size)
-            if window_s < 30.0 and language is not None
+            WindowDecoder(model, language=language or "en", window_s=window_s, beam_size=beam_size)
+            if window_s < 30.0
             else None
         )
+
+    def for_language(self, language: str | None) -> Transcriber:
+        """This transcriber pinned to `language` (None: detecting), sharing its model and window."""
+        if language not in (None, "en") and not self._model.model.is_multilingual:
+            raise ValueError(f"language {language!r} needs a multilingual Whisper model, not English-only")
+        pinned = copy.copy(self)
+        pinned.language = language
+        return pinned
 
     async def transcribe(self, pcm: bytes) -> Transcript:
         """Transcribe one turn on the model pool; cancelling drops the job if it has not started yet."""
@@ -224,12 +240,18 @@ class Transcriber:
 
     def _decode(
         self, audio: npt.NDArray[np.float32], duration_s: float
-    ) -> tuple[list[WindowDecode], str, float]:
-        """Decoded windows (one per 30 s of a long turn), the language and its probability."""
+    ) -> tuple[list[WindowDecode], list[tuple[str, float]]]:
+        """Decoded windows (one per 30 s of a long turn) and the language probabilities, best first
+        (one language with probability 1 when it was given, not detected)."""
         max_new_tokens = math.ceil(min(duration_s, 30.0) * _TOKENS_PER_SECOND) + _MIN_NEW_TOKENS
         if self._window is not None and self._window.fits(audio.size):
-            assert self.language is not None
-            return [self._window.decode(audio, max_new_tokens=max_new_tokens)], self.language, 1.0
+            if self.language is not None:
+                one = self._window.decode(audio, max_new_tokens=max_new_tokens, language=self.language)
+                return [one], [(self.language, 1.0)]
+            window = self._window.decode_detecting(
+                audio, max_new_tokens=max_new_tokens, candidates=self.candidates
+            )
+            return [window[0]], window[1]
         generator, info = self._model.transcribe(
             audio, language=self.language, beam_size=self.beam_size, max_new_tokens=max_new_tokens,
             **_DECODE_OPTIONS,
@@ -239,7 +261,10 @@ class Transcriber:
             WindowDecode(s.text, len(s.tokens), s.avg_logprob, s.no_speech_prob, s.compression_ratio)
             for s in generator
         ]
-        return decoded, info.language, info.language_probability
+        if self.language is not None:
+            return decoded, [(self.language, 1.0)]
+        scores = [(lang, float(p)) for lang, p in (info.all_language_probs or [])]
+        return decoded, scores or [(info.language, info.language_probability)]
 
     def _transcribe_blocking(self, pcm: bytes) -> Transcript:
         pcm = pcm[: len(pcm) - len(pcm) % 2]
@@ -252,7 +277,8 @@ class Transcriber:
         if self.trim_margin_ms is not None:  # pre-roll and tail down to a small margin (see trim_to_speech)
             pcm = trim_to_speech(pcm, self.sample_rate_in, margin_ms=self.trim_margin_ms)
         audio = pcm16_to_float(resample(pcm, self.sample_rate_in, ASR_RATE))
-        segments, language, language_probability = self._decode(audio, stats.duration_s)
+        segments, scores = self._decode(audio, stats.duration_s)
+        language, language_probability = scores[0]
         check = self.guard.check_segment
         drops = [check(s.no_speech_prob, s.avg_logprob, s.compression_ratio) for s in segments]
         kept = [s for s, drop in zip(segments, drops, strict=True) if drop is None]
@@ -267,6 +293,7 @@ class Transcriber:
             text="" if verdict else text,
             language=language,
             language_probability=language_probability,
+            language_scores=tuple(scores[:5]) if self.language is None else (),
             avg_logprob=avg_logprob,
             no_speech_prob=no_speech_prob,
             compression_ratio=max((s.compression_ratio for s in segments), default=0.0),

@@ -4,7 +4,9 @@
 # Installs only what is missing, so a second run costs a few dpkg look-ups.
 set -euo pipefail
 pkgs=(asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-es-wav pocketsphinx-testdata espeak-ng
-      chromium)  # chromium: the dashboard tests drive it with Playwright (no browser download)
+      chromium  # chromium: the dashboard tests drive it with Playwright (no browser download)
+      # Multilingual calls: Spanish transcripts (core-sounds-es.txt, for WER), French, Italian, Russian speech.
+      asterisk-core-sounds-es asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -7,8 +7,9 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from agent.security import FailureLimiter
 
 ALGORITHM = "pbkdf2_sha256"
 ITERATIONS = 600_000
@@ -80,28 +81,5 @@ class SessionSigner:
         return bool(cookie and token) and hmac.compare_digest(self.csrf_token(cookie or ""), token or "")
 
 
-@dataclass
-class LoginLimiter:
-    """At most `limit` failed logins per client address within `window_s`; then 429 until they age out."""
-
-    limit: int = 5
-    window_s: float = 300.0
-    _failures: dict[str, deque[float]] = field(default_factory=dict)
-
-    def blocked(self, client: str, now: float | None = None) -> bool:
-        """Whether this client has used up its failures."""
-        return len(self._recent(client, now)) >= self.limit
-
-    def failed(self, client: str, now: float | None = None) -> None:
-        """Count a failed login."""
-        self._recent(client, now).append(now if now is not None else time.time())
-
-    def _recent(self, client: str, now: float | None) -> deque[float]:
-        now = now if now is not None else time.time()
-        failures = self._failures.setdefault(client, deque())
-        while failures and failures[0] <= now - self.window_s:
-            failures.popleft()
-        if len(self._failures) > 10_000:  # many addresses: forget the quiet ones
-            for quiet in [c for c, d in self._failures.items() if not d and c != client]:
-                del self._failures[quiet]
-        return failures
+LoginLimiter = FailureLimiter
+"""At most `limit` failed logins per client address within `window_s` (agent.security.FailureLimiter)."""

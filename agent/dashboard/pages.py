@@ -44,19 +44,22 @@ def live_row(call: Mapping[str, Any], now: float | None = None) -> dict[str, Any
     return {
         "call_id": call.get("call_id"),
         "caller": call.get("caller"),
+        "number": call.get("called"),
         "bot": call.get("bot"),
         "worker": call.get("worker"),
         "state": call.get("state"),
         "duration": duration(now - started) if isinstance(started, (int, float)) else "",
+        "started_at": started if isinstance(started, (int, float)) else None,
         "tags": list(call.get("tags") or []),
     }
 
 
 def live_page(calls: Sequence[Mapping[str, Any]], *, user: str, csrf: str) -> str:
-    """Live calls; dashboard.js refreshes the table from /dashboard/live.json."""
+    """Live calls by dialled number; dashboard.js keeps the table current from the /dashboard/live socket."""
     rows = [
         [
             link(f"/dashboard/calls/{r['call_id']}", r["call_id"]),
+            e(r["number"]),
             e(r["caller"]),
             e(r["bot"]),
             e(r["worker"]),
@@ -64,10 +67,10 @@ def live_page(calls: Sequence[Mapping[str, Any]], *, user: str, csrf: str) -> st
             e(r["duration"]),
             e(", ".join(map(str, r["tags"]))),
         ]
-        for r in map(live_row, calls)
+        for r in sorted(map(live_row, calls), key=lambda r: (str(r["number"]), r["started_at"] or 0))
     ]
     body = f'<p class="muted" id="live-status">{len(rows)} live call(s).</p>' + table(
-        ("call", "caller", "bot", "worker", "state", "duration", "tags"), rows, id_="live-calls"
+        ("call", "number", "caller", "bot", "worker", "state", "duration", "tags"), rows, id_="live-calls"
     )
     return page("Live calls", body, user=user, csrf=csrf)
 
@@ -134,6 +137,7 @@ def call_page(
         ("started", record.get("started_at")),
         ("duration", duration(record.get("duration_s"))),
         ("tags", ", ".join(map(str, record.get("tags") or []))),
+        ("caller's language", (record.get("meta") or {}).get("language") or "not detected"),
     ]
     body = "<dl class='facts'>" + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in facts) + "</dl>"
     if live:
@@ -162,7 +166,11 @@ def _controls(call_id: str, departments: Sequence[str], csrf: str) -> str:
         f'<form method="post" action="/dashboard/calls/{e(call_id)}/hangup" class="inline">'
         f'{csrf_field(csrf)}<button type="submit" class="danger">Hang up</button></form>'
     )
-    return '<div class="controls">' + " ".join(buttons) + "</div>"
+    listen = (
+        f'<div class="listen"><button type="button" id="listen" data-call="{e(call_id)}">Listen in</button> '
+        '<span id="listen-status" class="muted">caller and bot audio, live</span></div>'
+    )
+    return '<div class="controls">' + " ".join(buttons) + "</div>" + listen
 
 
 def _transcript(turns: Sequence[Mapping[str, Any]], *, live: bool, call_id: str) -> str:
@@ -174,10 +182,22 @@ def _transcript(turns: Sequence[Mapping[str, Any]], *, live: bool, call_id: str)
         cut = ' <span class="muted">(interrupted)</span>' if t.get("interrupted") else ""
         items.append(
             f'<li class="{e(t.get("role"))}"><span class="at">{e(t.get("start_ms"))} ms</span> '
-            f"<b>{e(t.get('role'))}</b> {e(t.get('text'))}{cut}{extra}</li>"
+            f"<b>{e(t.get('role'))}</b> {e(t.get('text'))}{cut}{extra}{_translation(t)}</li>"
         )
     attrs = f' data-live-call="{e(call_id)}"' if live else ""
     return f'<ol id="transcript"{attrs}>{"".join(items)}</ol><ol id="events" class="events"></ol>'
+
+
+def _translation(turn: Mapping[str, Any]) -> str:
+    """A caller turn's interpretation for the agents, beside the original (or why there is none)."""
+    i = turn.get("translation")
+    if not isinstance(i, dict):
+        return ""
+    head = f"{e(i.get('from'))} → {e(i.get('to'))}"
+    if i.get("text"):
+        return f'<br><span class="translation">[{head}] {e(i.get("text"))}</span>'
+    why = e(i.get("unavailable"))
+    return f'<br><span class="translation muted">[{head}] no interpretation available ({why})</span>'
 
 
 def _aftermath(call_id: str, record: Mapping[str, Any]) -> str:

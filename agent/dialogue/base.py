@@ -18,6 +18,15 @@ from agent.bot_actions import ActionSpec
 ActionKind = Literal["say", "transfer", "tool", "notify", "tag", "hold_music", "hangup"]
 
 
+@dataclass
+class LanguageChoice:
+    """The caller's language as the call knows it, and the language the bot answers in (the caller's
+    when the bot has a voice for it, else its own). Empty until the call starts: the bot's language."""
+
+    caller: str = ""
+    reply: str = ""
+
+
 @dataclass(frozen=True)
 class CallContext:
     """What a dialogue may know about the call."""
@@ -28,6 +37,18 @@ class CallContext:
     caller_number: str
     called_number: str
     started_at: float = field(default_factory=time.time)
+    language: LanguageChoice = field(default_factory=LanguageChoice)
+    """Changes once the caller's language is detected (agent.call_language)."""
+
+    @property
+    def reply_language(self) -> str:
+        """The language the bot answers in now."""
+        return self.language.reply or self.bot.language
+
+    @property
+    def caller_language(self) -> str:
+        """The caller's language as far as the call knows (the bot's until detected)."""
+        return self.language.caller or self.bot.language
 
     def variables(self) -> dict[str, Any]:
         """Template variables for replies and prompts."""

@@ -176,6 +176,7 @@ class LLMDialogue:
             Understanding(intent=found.intent.name, confidence=found.score) if found else Understanding()
         )
         self.context.add_caller(caller_text)
+        self.context.system = system_prompt(self.ctx)  # the caller's language may be known by now
         budget = _Budget(self.settings.timeout_s)
         rounds = self.settings.max_tool_rounds
         for n in range(rounds + 1):
@@ -264,7 +265,7 @@ class LLMDialogue:
                     answer(call, "Not done: the caller interrupted.")
 
     def _line_for(self, action: DialogueAction) -> str | None:
-        phrases = self.ctx.bot.phrases
+        phrases = self.ctx.bot.phrases_in(self.ctx.reply_language)
         return {"transfer": phrases.handoff, "hangup": phrases.goodbye, "hold_music": phrases.hold}.get(
             action.kind
         )

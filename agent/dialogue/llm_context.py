@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from agent.dialogue.base import CallContext
+from agent.dialogue.languages import language_name
 from agent.dialogue.scripted import TemplateError, render
 
 Message = dict[str, Any]
@@ -47,8 +48,22 @@ def system_prompt(ctx: CallContext) -> str:
         f"The caller's number is {v['caller_number']}." if v["caller_number"] else "",
         f"Departments: {v['department_descriptions']}." if ctx.bot.departments else "",
     ]
-    parts = [persona, " ".join(f for f in facts if f), PHONE_RULES]
+    parts = [persona, " ".join(f for f in facts if f), PHONE_RULES, language_rule(ctx)]
     return "\n\n".join(p for p in parts if p)
+
+
+def language_rule(ctx: CallContext) -> str:
+    """What the model is told once the caller's language is known to differ from the bot's own."""
+    caller, reply = ctx.caller_language, ctx.reply_language
+    if caller == ctx.bot.language:
+        return ""
+    if reply == caller:
+        return f"The caller speaks {language_name(caller)}: answer in {language_name(caller)} only."
+    own = language_name(reply)
+    return (
+        f"The caller speaks {language_name(caller)}, but this line can only answer in {own}: "
+        f"answer in {own}, in short, simple words."
+    )
 
 
 def estimate_tokens(message: Message) -> int:

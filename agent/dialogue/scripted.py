@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import string
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from difflib import SequenceMatcher
@@ -30,9 +31,10 @@ STOPWORDS = frozenset(
 
 
 def normalize(text: str) -> str:
-    """Lower-case words and digits only, single-spaced: what ASR noise cannot change."""
-    text = text.lower().replace("'", "")
-    return " ".join(re.findall(r"[a-z0-9]+", text))
+    """Lower-case words and digits only, single-spaced: what ASR noise cannot change. Accents go
+    (conferencia ~ conferéncia), so intents can list examples in other languages too."""
+    text = unicodedata.normalize("NFKD", text.lower().replace("'", ""))
+    return " ".join(re.findall(r"[a-z0-9]+", "".join(c for c in text if not unicodedata.combining(c))))
 
 
 def _stem(word: str) -> str:
@@ -170,7 +172,8 @@ class ScriptedDialogue:
 
     async def reply(self, caller_text: str) -> AsyncIterator[ReplyItem]:
         """Match, run the intent's tools, speak its reply, then hand over its other actions."""
-        phrases = self.ctx.bot.phrases
+        language = self.ctx.reply_language
+        phrases = self.ctx.bot.phrases_in(language)
         self._before_last = (self.understanding, self.last_reply, self.pending)
         found = self.matcher.match(caller_text)
         pending, self.pending = self.pending, None
@@ -206,8 +209,11 @@ class ScriptedDialogue:
             if self.run_tool is None:
                 raise RuntimeError(f"intent {intent.name} needs tool {spec.tool}, and no tool runner is set")
             tools[spec.tool] = await self.run_tool(spec.tool, args)
-        if intent.reply:
-            text = render(intent.reply, {**variables, "tool": tools})
+        reply = (
+            intent.replies.get(language, intent.reply) if language != self.ctx.bot.language else intent.reply
+        )
+        if reply:
+            text = render(reply, {**variables, "tool": tools})
             self.last_reply = text
             yield TextDelta(text)
         for spec in intent.actions:
@@ -218,7 +224,7 @@ class ScriptedDialogue:
             departments = self.ctx.bot.departments.items()
             owner = next((name for name, d in departments if intent.name in d.intents), None)
             if owner is not None:
-                if not intent.reply:
+                if not reply:
                     yield TextDelta(phrases.handoff)  # a transfer is never silent
                 yield DialogueAction(
                     kind="transfer", department=owner, reason={**reason, "routed_by": "department"}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 Value = float | bool | str | None
+MAX_NESTING = 32  # `not` and parentheses inside each other; deeper would exhaust Python's stack
 
 
 class ConditionError(ValueError):
@@ -88,6 +89,7 @@ class _Parser:
         self.text = text
         self.items = list(_tokens(text))
         self.pos = 0
+        self.depth = 0
 
     def peek(self) -> tuple[str, str] | None:
         return self.items[self.pos] if self.pos < len(self.items) else None
@@ -121,13 +123,14 @@ class _Parser:
 
     def unary(self) -> Node:
         kind, text = self.take()
-        if (kind, text) == ("word", "not"):
-            return Not(self.unary())
-        if (kind, text) == ("paren", "("):
-            node = self.or_()
-            if self.take() != ("paren", ")"):
-                raise ConditionError(f"missing ')' in {self.text!r}")
-            return node
+        if (kind, text) in (("word", "not"), ("paren", "(")):
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise ConditionError(f"more than {MAX_NESTING} nested `not` or '(' in {self.text!r}")
+            try:
+                return Not(self.unary()) if text == "not" else self.group()
+            finally:
+                self.depth -= 1
         if kind != "word" or text in ("and", "or"):
             raise ConditionError(f"expected a signal name, got {text!r} in {self.text!r}")
         if self.peek() is None or self.peek()[0] != "op":  # type: ignore[index]
@@ -144,6 +147,12 @@ class _Parser:
         else:
             raise ConditionError(f"expected a value after {op!r}, got {vtext!r} in {self.text!r}")
         return Compare(text, op, value)
+
+    def group(self) -> Node:
+        node = self.or_()
+        if self.take() != ("paren", ")"):
+            raise ConditionError(f"missing ')' in {self.text!r}")
+        return node
 
 
 def parse(condition: str | Mapping[str, Any] | list[Any]) -> Node:

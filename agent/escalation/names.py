@@ -26,6 +26,8 @@ SIGNALS: dict[str, str] = {
     "silence_timeouts": "times the caller said nothing for too long",
     "transfer_failures": "transfers nobody answered or that failed",
     "duration_s": "seconds since the call started",
-    "language": "the caller's language",
+    "language": "the caller's language (a code: en, es…): the detected one once sure, else the bot's",
+    "language_probability": "how sure the language detection is, 0-1 (none until detected)",
+    "language_supported": "the bot has a voice for the caller's language (none until detected)",
 }
 INTENT_SIGNAL = "intent"

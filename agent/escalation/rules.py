@@ -52,9 +52,26 @@ class CompiledRule:
         return list(dict.fromkeys(c.signal for c in compares(self.condition)))
 
 
+LANGUAGE_RULE = "language_unsupported"
+"""The built-in rule of bots that detect the caller's language: `languages.unsupported` as a rule."""
+
+
+def language_rule(bot: BotConfig) -> Rule | None:
+    """The policy for a caller whose language has no voice, as a rule checked before all others: the
+    configured actions (e.g. a transfer to an interpreter desk), or the notice, then answers as usual."""
+    langs = bot.languages
+    if not langs.detect:
+        return None
+    then = langs.unsupported or [ActionSpec(say=bot.phrases.language_notice)]
+    return Rule(name=LANGUAGE_RULE, when="language_supported == false", then=then, priority=1000, once=True)
+
+
 def compile_rules(bot: BotConfig) -> list[CompiledRule]:
     """The bot's rules, parsed, in the order they are tried (config validation has checked them)."""
-    compiled = [CompiledRule(rule, parse(rule.when), i) for i, rule in enumerate(bot.escalation.rules)]
+    rules = list(bot.escalation.rules)
+    if (builtin := language_rule(bot)) is not None:
+        rules.append(builtin)
+    compiled = [CompiledRule(rule, parse(rule.when), i) for i, rule in enumerate(rules)]
     return sorted(compiled, key=lambda c: (-c.rule.priority, c.order))
 
 

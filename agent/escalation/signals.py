@@ -5,7 +5,7 @@ Per caller turn: sentiment (VADER compound, with phone-speech tweaks), its rolli
 raised voice (turn level well above the caller's own earlier turns), the intent (the bot's YAML
 intents, with built-in `asked_for_human`, `cancel` and `complaint` detectors), and whether the bot
 understood. Counters: turns, misunderstood turns (in a row and in all), barge-ins, dialogue and tool
-failures, silence timeouts; call duration; language.
+failures, silence timeouts; call duration; the caller's language (see `agent.call_language`).
 
 Phone-speech tweaks to VADER: ASR writes no exclamation marks or capitals worth trusting, so those
 boosts are stripped before scoring; "thanks"/"thank you" at the end of a complaint is politeness, not
@@ -73,6 +73,8 @@ class SignalTracker:
     window: int = 3
     raised_voice_db: float = 8.0
     language: str = "en"
+    language_probability: float | None = None  # None: not detected (yet, or the bot does not detect)
+    language_supported: bool | None = None  # a voice speaks `language`; None: not decided yet
     started_at: float = field(default_factory=time.monotonic)
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     last: TurnSignals | None = None
@@ -149,6 +151,8 @@ class SignalTracker:
             **self.counters,
             "duration_s": round(time.monotonic() - self.started_at, 1),
             "language": self.language,
+            "language_probability": self.language_probability,
+            "language_supported": self.language_supported,
             "intent": last.intent if last else None,
             "intent_confidence": last.intent_confidence if last else 0.0,
             "asked_for_human": bool(last and last.intent == "asked_for_human"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import uuid
 from collections.abc import Sequence
@@ -195,6 +196,38 @@ def redact_tokens(actions: Pcmo) -> Pcmo:
 # --------------------------------------------------------------------------------- stream codec
 
 
+MAX_JSON_DEPTH = 32  # PIOPIY's bodies are flat; call records nested deeper fail to serialize (a 500)
+
+
+def strict_json(text: str | bytes) -> Any:
+    """JSON as the RFC has it, for what we store: no NaN/Infinity (PostgreSQL refuses them), no number
+    out of float range, no lone surrogate (\\ud800 decodes, but no database column stores it), and
+    at most MAX_JSON_DEPTH levels. Raises ValueError (or RecursionError: nested deeper than the stack)."""
+    data = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    json.dumps(data, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError is a ValueError
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            stack.extend(
+                (child, depth + 1) for child in (value.values() if isinstance(value, dict) else value)
+            )
+    return data
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 reads as infinity
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
 @dataclass(frozen=True)
 class StreamMetadata:
     """A text frame PIOPIY may send first: a bare call UUID, or JSON metadata."""
@@ -240,13 +273,16 @@ class StreamDecoder:
         except ValueError:
             pass
         try:
-            data = json.loads(stripped)
+            data = strict_json(stripped)
         except (ValueError, RecursionError):  # RecursionError: '[[[[…' nested deeper than the stack
             return UnknownText(text[:200])
         if not isinstance(data, dict):
             return UnknownText(text[:200])
         call = data.get("cmiuuid") or data.get("call_uuid") or data.get("uuid") or data.get("call_id")
-        return StreamMetadata(call_uuid=str(call) if call else None, data=data)
+        call_id = str(call) if isinstance(call, (str, int)) and not isinstance(call, bool) else ""
+        # Kept as the call's cmiuuid: a printable id that fits the column, else only in the metadata.
+        usable = len(call_id) <= 128 and call_id.isprintable()
+        return StreamMetadata(call_uuid=call_id if call_id and usable else None, data=data)
 
 
 def encode_stream_audio(audio: bytes, sample_rate: int, audio_type: AudioDataType = "raw") -> str:

@@ -9,13 +9,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.telephony.piopiy import PiopiyFormatError
 
 M = TypeVar("M", bound=BaseModel)
+
+# What the store keeps in columns (ids, statuses, numbers) must fit them, on PostgreSQL too: no control
+# characters (PostgreSQL text refuses NUL) and no longer than the column. The whole body is kept as JSON.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+PlatformId = Annotated[str, Field(max_length=128, pattern=_PRINTABLE)]
+Status = Annotated[str, Field(min_length=1, max_length=64, pattern=_PRINTABLE)]
+Number = Annotated[str, Field(min_length=1, max_length=32, pattern=_PRINTABLE)]
 
 
 class _Lenient(BaseModel):
@@ -34,9 +41,9 @@ class _Lenient(BaseModel):
 class AnswerRequest(_Lenient):
     """The body PIOPIY POSTs to answer_url when a call arrives."""
 
-    from_: str = Field(alias="from", min_length=1)
-    to: str = Field(min_length=1)
-    cmiuuid: str = Field(min_length=1)
+    from_: Number = Field(alias="from")
+    to: Number
+    cmiuuid: PlatformId = Field(min_length=1)
     time: int | None = None
     action: str | None = None
 
@@ -44,14 +51,14 @@ class AnswerRequest(_Lenient):
 class CallEvent(_Lenient):
     """A live event POSTed to the Event URL."""
 
-    cmiuuid: str | None = None
-    status: str = Field(min_length=1)
+    cmiuuid: PlatformId | None = None
+    status: Status
     from_: str | None = Field(default=None, alias="from")
     to: str | None = None
     leg: str | None = None
     direction: str | None = None
     time: int | None = None
-    request_id: str | None = None
+    request_id: PlatformId | None = None
     extra_params: Any = None
     ws_status: Any = None
 
@@ -76,8 +83,8 @@ class CallEvent(_Lenient):
 class CdrRecord(_Lenient):
     """A call detail record POSTed to the CDR URL (retried by PIOPIY: store idempotently)."""
 
-    cmiuuid: str = Field(min_length=1)
-    leg: str = "a"
+    cmiuuid: PlatformId = Field(min_length=1)
+    leg: str = Field(default="a", max_length=8, pattern=_PRINTABLE)
     status: str | None = None
     from_: str | None = Field(default=None, alias="from")
     to: str | None = None
@@ -102,8 +109,8 @@ class DtmfCallback(_Lenient):
     """Digits collected by an `input`/`play_get_input` action."""
 
     dtmf: str
-    cmiuuid: str | None = None
-    cmuuid: str | None = None  # some pages spell it without the i
+    cmiuuid: PlatformId | None = None
+    cmuuid: PlatformId | None = None  # some pages spell it without the i
     from_: str | None = Field(default=None, alias="from")
     to: str | None = None
     extra_params: Any = None

@@ -10,7 +10,7 @@
 A rule matches the last user message by regex, or a last `tool` message by the tool's name; the
 first matching rule answers, the default reply otherwise. Answers stream in the exact
 chat.completion.chunk shape (tool-call arguments split over several chunks) or come whole when
-`stream` is false. Timing and faults (500, 429, hang, cut, hang after N tokens) can be changed while
+`stream` is false. Timing and faults (500, 429, hang, cut, hang after N tokens, garbage) can be changed while
 the server runs, from any thread.
 """
 
@@ -31,8 +31,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from agent.testing.openai_wire import Answer, completion, sse_events, tokens
 from agent.testing.servers import AsgiApp, Receive, Scope, Send, ServedApp
 
-Fault = Literal["500", "429", "hang", "cut", "hang_after"]
+Fault = Literal["500", "429", "hang", "cut", "hang_after", "garbage"]
 _POLL_S = 0.02
+GARBAGE = (
+    b'data: <html><body>502 Bad Gateway</body></html>\n\ndata: {"id": "chatcmpl-1", "choices": [{"de\n\n'
+)
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,8 @@ class FakeLlmServer(ServedApp):
     def fail(self, fault: Fault, *, times: int | None = None, after_tokens: int = 2) -> None:
         """Make the next `times` requests (all, if None) fail: "500" and "429" answer that status,
         "hang" accepts and never answers, "cut" drops the connection after `after_tokens` tokens,
-        "hang_after" stops sending (and never ends) after `after_tokens` tokens."""
+        "hang_after" stops sending (and never ends) after `after_tokens` tokens, "garbage" answers 200
+        with an event stream that is not JSON (a proxy's error page, a truncated chunk)."""
         with self._lock:
             self._fault = _FaultPlan(fault, times, after_tokens)
 
@@ -291,6 +295,8 @@ class FakeLlmServer(ServedApp):
             if fault is not None and fault.kind == "hang":
                 await self._wait_until_gone(request)
                 return Response(status_code=503)
+            if fault is not None and fault.kind == "garbage":
+                return Response(GARBAGE, media_type="text/event-stream")
             answer = self.answer_for(list(body.get("messages") or []))
             model = str(body.get("model") or self.model)
             cid = f"chatcmpl-{next(self._ids)}"

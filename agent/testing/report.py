@@ -58,6 +58,9 @@ def describe_action(action: Mapping[str, Any]) -> str:
         return "tag " + ", ".join(str(t) for t in payload.get("tags") or [])
     if kind == "notify" and isinstance(payload, Mapping):
         return f"notify {payload.get('webhook')}"  # the name, not the URL: the page stays link-free
+    if kind == "supervisor" and isinstance(payload, Mapping):
+        department = payload.get("department")
+        return f"supervisor: {payload.get('action')}" + (f" → {department}" if department else "")
     steps = [p for p in payload or [] if isinstance(p, Mapping)] if isinstance(payload, list) else []
     if kind == "answer":
         return "answer: " + ", ".join(str(p.get("action")) for p in steps)

@@ -18,6 +18,8 @@ from typing import Any, Self
 
 import uvicorn
 
+from agent.websocket_protocol import WebSocketProtocol
+
 logger = logging.getLogger(__name__)
 
 # The ASGI callable shape, spelled out so any framework's app fits without importing its types.
@@ -107,8 +109,9 @@ def _make_server(app: AsgiApp, sock: socket.socket, shutdown_timeout_s: float) -
         host=host,
         port=port,
         # The sans-I/O implementation of the `websockets` package: the legacy one is deprecated in
-        # uvicorn >= 0.35 and warns on import. Both do permessage-deflate and answer pings.
-        ws="websockets-sansio",
+        # uvicorn >= 0.35 and warns on import. Both do permessage-deflate and answer pings. Ours closes
+        # text frames that are not UTF-8 without uvicorn's tracebacks (agent/websocket_protocol.py).
+        ws=WebSocketProtocol,
         lifespan="on",
         log_level="warning",
         # Leave logging setup to the host (pytest, the CLI): uvicorn's dictConfig would replace it.

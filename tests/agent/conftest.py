@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fastapi import FastAPI
 
 from agent.config import Settings, load_settings
 from agent.server import create_app
@@ -30,6 +31,8 @@ class Service:
     url: str
     settings: Settings
     data_dir: Path
+    app: FastAPI | None = None
+    """The app served (its `state.runtime` once started), for tests that look inside the service."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -81,9 +84,10 @@ def running_service(
     data["prompts_dir"] = str(prompts)
     path.write_text(yaml.safe_dump(data))
     settings = load_settings(path)
-    with serve_in_thread(create_app(settings), startup_timeout_s=120) as url:
+    app = create_app(settings)
+    with serve_in_thread(app, startup_timeout_s=120) as url:
         settings.service.server.public_url = url
-        yield Service(url=url, settings=settings, data_dir=directory)
+        yield Service(url=url, settings=settings, data_dir=directory, app=app)
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,13 @@ import pytest
 import redis
 from websockets.asyncio.client import connect
 
+from agent.dashboard.auth import COOKIE
+from agent.listen import CALLER, unpack
 from agent.testing.caller_voice import caller_says
 from agent.testing.simulator import PiopiySimulator, SimulatedCall
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
+from tests.agent.test_calls import final_record
+from tests.agent.test_dashboard import USERS, csrf_of, login
 from tests.agent.test_store import PG_DSN, _postgres_available
 
 REDIS_URL = "redis://127.0.0.1:6379/7"
@@ -54,8 +58,11 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service,
                     "recordings_dir": str(directory / "rec"),
                 }
                 cluster = {"redis_url": REDIS_URL, "worker_id": f"worker-{name}"}
+                dashboard = {"users": USERS}
                 services.append(
-                    stack.enter_context(running_service(directory, storage=storage, cluster=cluster))
+                    stack.enter_context(
+                        running_service(directory, storage=storage, cluster=cluster, dashboard=dashboard)
+                    )
                 )
             yield services[0], services[1]
     finally:
@@ -134,15 +141,65 @@ async def test_two_workers_share_live_calls_events_and_supervisor_commands(
         await on_b.wait_for_control(is_hangup, timeout=10)
         bad = await api_a.post(f"/api/calls/{first}/transfer", json={"department": "+919999999999"})
         assert bad.status_code == 422  # a number is never a department
-    async with httpx.AsyncClient(base_url=a.url, headers=a.headers, timeout=10) as api:
-        for _ in range(100):
-            record = (await api.get(f"/api/calls/{first}")).json()
-            if not record.get("live") and record.get("ended_at"):
-                break
-            await asyncio.sleep(0.1)
-        other = (await api.get(f"/api/calls/{second}")).json()  # stored by worker b, read on worker a
+    record = await final_record(a, first)
+    other = await final_record(a, second)  # stored by worker b, read on worker a
     supervised = [x for x in record["actions"] if x["type"] == "supervisor"]
     assert supervised[0]["payload"] == {"action": "transfer", "department": "billing"}
     assert supervised[0]["reason"] == {"by": "supervisor", "user": "sam"}
     assert ("transfer", "answered") in [(e["source"], e["status"]) for e in record["events"]]
     assert [x["payload"]["action"] for x in other["actions"] if x["type"] == "supervisor"] == ["hangup"]
+
+
+async def test_one_dashboard_sees_listens_to_and_controls_a_call_on_the_other_worker(
+    workers: tuple[Service, Service],
+) -> None:
+    a, b = workers
+    sim_a = PiopiySimulator(a.url, webhook_secret=WEBHOOK_SECRET)
+    words = caller_says("What are your opening hours?")
+    async with (
+        await sim_a.place_call(to_number=SUPPORT_NUMBER) as on_a,
+        httpx.AsyncClient(base_url=b.url, timeout=10) as dash_b,
+    ):
+        call_id = call_id_of(on_a)
+        await login(dash_b)
+        await on_a.wait_until_bot_silent(0.8, 30)
+        listed = (await dash_b.get("/dashboard/live.json")).json()["calls"]
+        assert {c["call_id"]: c["worker"] for c in listed}[call_id] == "worker-a"
+
+        # Listen-in on worker b to the call on worker a: its audio crosses Redis.
+        heard = bytearray()
+        cookie = {"Cookie": f"{COOKIE}={dash_b.cookies[COOKIE]}"}
+        ws_url = b.url.replace("http", "ws", 1) + f"/dashboard/listen/{call_id}"
+        async with connect(ws_url, additional_headers=cookie) as ear:
+
+            async def hear() -> None:
+                async for message in ear:
+                    channel, rate, pcm = unpack(bytes(message))  # type: ignore[arg-type]
+                    assert rate == 8000
+                    if channel == CALLER:
+                        heard.extend(pcm)
+                        if len(heard) >= len(words) + 8000:
+                            return
+
+            listening = asyncio.create_task(hear())
+            await asyncio.sleep(0.5)  # the lease reached worker a
+            await on_a.say_pcm(words, 8000)
+            await asyncio.wait_for(listening, 20)
+        assert bytes(heard) in on_a.caller_audio()
+
+        # "Transfer now" on worker b's dashboard: the bridge goes out on worker a.
+        view = await dash_b.get(f"/dashboard/calls/{call_id}")
+        assert "Listen in" in view.text and "Transfer to billing" in view.text
+        answer = await dash_b.post(
+            f"/dashboard/calls/{call_id}/transfer", data={"department": "billing", "csrf": csrf_of(view.text)}
+        )
+        assert answer.headers["location"].endswith("flash=transferred")
+        bridge = await on_a.wait_for_control(is_bridge, timeout=15)
+        assert [c["number"] for c in bridge.actions[0]["connect"]] == BILLING
+    record = await final_record(a, call_id)
+    listens = [
+        e["payload"] for e in record["events"] if (e["source"], e["status"]) == ("supervisor", "listen")
+    ]
+    assert listens == [{"user": "sam"}]  # renewals of the lease are not new listeners
+    supervised = [x["payload"] for x in record["actions"] if x["type"] == "supervisor"]
+    assert supervised == [{"action": "transfer", "department": "billing"}]

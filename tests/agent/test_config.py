@@ -40,7 +40,7 @@ def line_of(path: Path, needle: str) -> int:
 
 def test_shipped_config_is_valid_and_routes_numbers() -> None:
     settings = load_settings(REPO / "config.yaml")
-    assert set(settings.bots) == {"support_desk", "order_line"}
+    assert set(settings.bots) == {"support_desk", "order_line", "international_desk"}
     assert settings.bot_for_number("+91 80 4000 1000") is settings.bots["support_desk"]
     assert settings.bot_for_number("918040002000") is settings.bots["order_line"]
     assert settings.bot_for_number("000") is None
@@ -50,7 +50,7 @@ def test_shipped_config_is_valid_and_routes_numbers() -> None:
 
 def test_check_command_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(REPO / "config.yaml"), "check"]) == 0
-    assert "2 bots are valid" in capsys.readouterr().out
+    assert "3 bots are valid" in capsys.readouterr().out
 
 
 def test_typo_in_bot_key_names_file_key_and_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,6 +105,25 @@ def test_bad_regex_and_action_shape(project: Path) -> None:
     found = problems(project)
     assert any("intents[0].patterns: bad regular expression" in p for p in found)
     assert any("intents[1].actions[0]: an action needs exactly one of" in p for p in found)
+
+
+def test_storage_url_from_the_environment_wins_over_the_file(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql://hotline:pw@db.internal:5432/hotline"
+    monkeypatch.setenv("HOTLINE_STORAGE_URL", url)
+    assert load_settings(project / "config.yaml").service.storage.url == url
+    monkeypatch.delenv("HOTLINE_STORAGE_URL")
+    assert load_settings(project / "config.yaml").service.storage.url == "sqlite:///var/hotline.db"
+
+
+def test_a_bad_storage_url_from_the_environment_is_a_problem_that_hides_it(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOTLINE_STORAGE_URL", "mysql://hotline:s3cret@db/hotline")
+    (found,) = problems(project)
+    assert "HOTLINE_STORAGE_URL must be sqlite:///path.db or postgresql://" in found
+    assert "s3cret" not in found
 
 
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

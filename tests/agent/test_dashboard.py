@@ -18,7 +18,10 @@ from websockets.exceptions import ConnectionClosed
 
 from agent.cli import main as hotline
 from agent.dashboard.auth import COOKIE, LoginLimiter, SessionSigner, hash_password, verify_password
+from agent.listen import BOT, CALLER, END, unpack
 from agent.store import Store
+from agent.testing.caller_voice import caller_says
+from agent.testing.simulated_line import bot_audio_pcm
 from agent.testing.simulator import PiopiySimulator
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
@@ -61,6 +64,10 @@ async def login(http: httpx.AsyncClient, password: str = PASSWORD) -> httpx.Resp
     return await http.post(
         "/dashboard/login", data={"user": "sam", "password": password, "next": "/dashboard"}
     )
+
+
+def is_bridge(control: Any) -> bool:
+    return any(a.get("action") == "bridge" for a in getattr(control, "actions", None) or [])
 
 
 def csrf_of(html: str) -> str:
@@ -165,6 +172,129 @@ async def test_a_supervisor_transfers_a_live_call_and_watches_its_events(
     (action,) = [a for a in record["actions"] if a["type"] == "supervisor"]
     assert action["payload"] == {"action": "transfer", "department": "billing"}
     assert action["reason"] == {"by": "supervisor", "user": "sam"}
+
+
+async def test_the_live_list_follows_calls_as_they_start_change_state_and_end(
+    dash: Service, http: httpx.AsyncClient
+) -> None:
+    await login(http)
+    cookie = {"Cookie": f"{COOKIE}={http.cookies[COOKIE]}"}
+    url = dash.url.replace("http", "ws", 1) + "/dashboard/live"
+    async with connect(url) as refused:
+        with pytest.raises(ConnectionClosed):
+            await refused.recv()
+        assert refused.close_code == 1008
+    snapshots: list[dict[str, Any]] = []
+
+    async def next_where(ws: Any, check: Any) -> dict[str, Any]:
+        while True:
+            snapshot = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            snapshots.append(snapshot)
+            if check(snapshot["calls"]):
+                return snapshot
+
+    async with connect(url, additional_headers=cookie) as ws:
+        first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert first["calls"] == [] and abs(first["now"] - time.time()) < 5
+        sim = PiopiySimulator(dash.url, webhook_secret=WEBHOOK_SECRET)
+        async with await sim.place_call(to_number=SUPPORT_NUMBER) as call:
+            call_id = call_id_of(call.pcmo)
+            listed = await next_where(ws, lambda calls: [c["call_id"] for c in calls] == [call_id])
+            row = listed["calls"][0]
+            assert (row["number"], row["caller"], row["bot"]) == (
+                SUPPORT_NUMBER,
+                "919876543210",
+                "support_desk",
+            )
+            assert row["started_at"] > 0
+            # The greeting ends: the state goes to listening, pushed without polling.
+            await next_where(ws, lambda calls: calls and calls[0]["state"] == "listening")
+            await call.hangup()
+            await next_where(ws, lambda calls: calls == [])
+    states = [s["calls"][0]["state"] for s in snapshots if s["calls"]]
+    assert states[0] in ("connecting", "greeting", "speaking") and states[-1] == "listening"
+
+
+async def test_a_supervisor_listens_in_to_both_sides_of_a_live_call(
+    dash: Service, http: httpx.AsyncClient
+) -> None:
+    await login(http)
+    cookie = {"Cookie": f"{COOKIE}={http.cookies[COOKIE]}"}
+    ws_base = dash.url.replace("http", "ws", 1)
+    sim = PiopiySimulator(dash.url, webhook_secret=WEBHOOK_SECRET)
+    words = caller_says("What are your opening hours?")
+    heard: dict[int, bytearray] = {CALLER: bytearray(), BOT: bytearray()}
+    ended = asyncio.Event()
+    async with await sim.place_call(to_number=SUPPORT_NUMBER) as call:
+        call_id = call_id_of(call.pcmo)
+        async with connect(f"{ws_base}/dashboard/listen/{call_id}") as refused:
+            with pytest.raises(ConnectionClosed):
+                await refused.recv()
+            assert refused.close_code == 1008
+        async with connect(f"{ws_base}/dashboard/listen/{call_id}", additional_headers=cookie) as ear:
+
+            async def hear() -> None:
+                async for message in ear:
+                    assert isinstance(message, bytes)
+                    channel, rate, pcm = unpack(message)
+                    assert rate == 8000
+                    if channel == END:
+                        ended.set()
+                    else:
+                        heard[channel].extend(pcm)
+
+            listening = asyncio.create_task(hear())
+            await call.say_pcm(words, 8000)
+            await call.wait_for_bot_audio(timeout=15, since=call.now())
+            await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
+            await call.hangup()
+            await asyncio.wait_for(ended.wait(), 10)
+            await asyncio.wait_for(listening, 5)
+        assert ear.close_code == 1000
+    # What the supervisor heard is exactly what went over the line, both ways, from the moment they joined.
+    caller, bot = bytes(heard[CALLER]), bytes(heard[BOT])
+    assert len(caller) >= len(words) and caller in call.caller_audio()
+    sent = b"".join(bot_audio_pcm(frame, 8000) for _, frame in call.received_audio)
+    assert len(bot) >= 2 * 8000 and bot in sent  # at least the second reply, a second or more of it
+    record = await final_record(dash, call_id)
+    listens = [e for e in record["events"] if (e["source"], e["status"]) == ("supervisor", "listen")]
+    assert [e["payload"] for e in listens] == [{"user": "sam"}]
+
+
+async def test_a_supervisor_transfer_wins_over_the_answer_still_being_worked_out(dash: Service) -> None:
+    sim = PiopiySimulator(dash.url, webhook_secret=WEBHOOK_SECRET)
+    async with (
+        await sim.place_call(to_number=SUPPORT_NUMBER) as call,
+        httpx.AsyncClient(base_url=dash.url, headers=dash.headers, timeout=10) as api,
+    ):
+        call_id = call_id_of(call.pcmo)
+        await call.wait_until_bot_silent(quiet_s=0.8, timeout=30)
+        await call.say_pcm(caller_says("What are your opening hours?"), 8000)
+        # The caller has just stopped: their turn is still being endpointed and read when the order comes.
+        answer = await api.post(
+            f"/api/calls/{call_id}/transfer", json={"department": "billing", "user": "sam"}
+        )
+        assert answer.status_code == 202
+        bridge = await call.wait_for_control(is_bridge, timeout=15)
+        assert bridge.actions[0]["action"] == "bridge"
+    record = await final_record(dash, call_id)
+    said = [t["text"] for t in record["turns"] if t["role"] == "bot"]
+    assert not any("branches are open" in line for line in said), said  # the answer was dropped…
+    assert any(
+        "opening hours" in t["text"].lower() for t in record["turns"] if t["role"] == "caller"
+    )  # …the words kept
+
+
+async def test_listening_to_a_call_that_is_not_live_closes_at_once(
+    dash: Service, http: httpx.AsyncClient
+) -> None:
+    await login(http)
+    cookie = {"Cookie": f"{COOKIE}={http.cookies[COOKIE]}"}
+    url = dash.url.replace("http", "ws", 1) + f"/dashboard/listen/{SCRIPT_CALL}"
+    async with connect(url, additional_headers=cookie) as ear:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ear.recv(), 5)
+    assert (ear.close_code, ear.close_reason) == (1000, "the call is not live")
 
 
 async def test_the_recording_needs_a_session(dash: Service, http: httpx.AsyncClient) -> None:

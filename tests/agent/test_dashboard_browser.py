@@ -38,7 +38,9 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 async def browser() -> AsyncIterator[Browser]:
     SHOTS.mkdir(parents=True, exist_ok=True)
     async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        launched = await p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"]
+        )
         try:
             yield launched
         finally:
@@ -74,13 +76,16 @@ async def test_a_supervisor_watches_a_call_live_and_transfers_it(
     words = caller_says("This is ridiculous, nobody here ever helps me.")  # before the call: no stall
     async with await sim.place_call(to_number=SUPPORT_NUMBER) as call:
         call_id = str(httpx.URL(call.ws_url).params["call"])
-        # The live list picks the call up by itself (it polls every 2 s).
+        # The live list picks the call up by itself (pushed over its socket).
         row = page.locator("#live-calls tbody tr", has_text=call_id)
         await expect(row).to_contain_text("support_desk", timeout=10_000)
         await shot(page, "live-calls")
         await row.locator("a").click()
         await expect(page.locator("[data-live-call]")).to_be_attached()
         await call.wait_until_bot_silent(quiet_s=0.8, timeout=30)
+        # Listen in: the call's audio plays in the page (Web Audio), both sides.
+        await page.click("#listen")
+        await expect(page.locator("#listen")).to_have_text("Stop listening")
 
         # The caller speaks: the transcript and the sentiment move on the page as it happens.
         await call.say_pcm(words, 8000)
@@ -89,6 +94,11 @@ async def test_a_supervisor_watches_a_call_live_and_transfers_it(
         await expect(events).to_contain_text("sentiment -", timeout=15_000)
         await expect(page.locator("#sentiment svg circle")).to_have_count(1)
         await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
+        heard = await page.evaluate("window.hotlineListen")
+        speech_s = len(words) / 2 / 8000
+        assert heard["seconds"][0] >= speech_s and heard["seconds"][1] >= 1.0, heard  # caller and bot
+        assert heard["peak"] > 0.01, heard  # what was scheduled actually sounded at the output
+        await expect(page.locator("#listen-status")).to_contain_text("listening: caller")
         await shot(page, "call-live")
 
         # "Transfer now": the bridge PCMO reaches the simulated platform.

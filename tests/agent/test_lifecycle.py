@@ -118,6 +118,7 @@ async def test_sigterm_drains_live_calls_then_exits_with_every_record(worker: Wo
                     break
                 await asyncio.sleep(0.1)
             assert health.status_code == 503 and health.json()["status"] == "draining"
+            assert (await http.get("/livez")).status_code == 200  # draining is not dead: no restart
             body = {"from": "919800000001", "to": SUPPORT_NUMBER, "cmiuuid": "during-drain"}
             late = await http.post("/piopiy/answer", json=body, headers={"X-Hotline-Secret": WEBHOOK_SECRET})
         assert late.status_code == 200 and all(a["action"] != "stream" for a in late.json())

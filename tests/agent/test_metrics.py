@@ -108,9 +108,15 @@ def test_live_values_are_read_at_scrape_time() -> None:
         settings=SimpleNamespace(bots={"support_desk": None, "order_line": None}),
         loop_lag=lag,
         executor=SimpleNamespace(queue_depth=3),
+        writer=SimpleNamespace(pending=7, written_late=2, dropped=1),
+        cluster=SimpleNamespace(dropped=4, audio_dropped=5),
     )
     m = Metrics(runtime)  # type: ignore[arg-type]
     text = m.render()
+    assert value(text, "hotline_record_writes_pending") == 7
+    assert value(text, "hotline_record_writes_late_total") == 2
+    assert value(text, "hotline_record_writes_dropped_total") == 1
+    assert value(text, "hotline_live_events_unshared_total") == 9
     assert value(text, "hotline_active_calls", bot="support_desk") == 1
     assert value(text, "hotline_active_calls", bot="order_line") == 0
     assert value(text, "hotline_event_loop_lag_seconds", quantile="0.5") == pytest.approx(0.001)
@@ -150,7 +156,13 @@ def test_transfer_rule_names_what_asked_for_it() -> None:
 @pytest.mark.parametrize("public", [False, True])
 def test_metrics_needs_the_secret_unless_public(tmp_path: Path, public: bool) -> None:
     settings = load_settings(write_config(tmp_path, server={"metrics_public": public}))
-    runtime = SimpleNamespace(settings=settings, metrics=Metrics(), webhook_secret=WEBHOOK_SECRET)
+    runtime = SimpleNamespace(
+        settings=settings,
+        metrics=Metrics(),
+        webhook_secret=WEBHOOK_SECRET,
+        refusal=lambda host, platform: None,
+        auth_failed=lambda host, surface: None,
+    )
     with TestClient(create_app(settings, runtime=runtime)) as client:  # type: ignore[arg-type]
         assert client.get("/metrics").status_code == (200 if public else 401)
         ok = client.get("/metrics", headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"})

@@ -16,6 +16,7 @@ import pytest
 from agent.testing.expect import Failure
 from agent.testing.report import (
     call_duration_s,
+    describe_action,
     stream_offset_s,
     timeline_png,
     transcript_text,
@@ -193,3 +194,14 @@ def test_page_shows_the_expectations_verdict(record: dict[str, Any], tmp_path: P
 
     html = write_report(record, tmp_path / "met", failures=[])["html"].read_text()
     assert '<div class="verdict ok">all expectations met</div>' in html
+
+
+def test_supervisor_actions_say_what_was_done() -> None:
+    transfer = {
+        "type": "supervisor",
+        "payload": {"action": "transfer", "department": "billing"},
+        "reason": {},
+    }
+    hangup = {"type": "supervisor", "payload": {"action": "hangup", "department": None}, "reason": {}}
+    assert describe_action(transfer) == "supervisor: transfer → billing"
+    assert describe_action(hangup) == "supervisor: hangup"

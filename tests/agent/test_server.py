@@ -159,6 +159,12 @@ def test_dtmf_without_a_live_call_is_stored_not_delivered(service: Service) -> N
         assert http.post("/piopiy/dtmf", json={"dtmf": "12; DROP"}).status_code == 400
 
 
+def test_livez_answers_without_a_secret(service: Service) -> None:
+    # Liveness for Kubernetes: unlike /healthz it stays 200 while draining (tests/agent/test_lifecycle.py).
+    live = httpx.get(service.url + "/livez")
+    assert live.status_code == 200 and live.json() == {"status": "alive"}
+
+
 def test_healthz_and_missing_call(service: Service) -> None:
     health = httpx.get(service.url + "/healthz").json()
     assert health["status"] == "ok" and set(health["loop_lag_ms"]) == {"p50", "p99", "max"}

@@ -1,0 +1,190 @@
+"""Calls a dead worker left behind: finished as `incomplete`, their recordings saved.
+
+A worker killed mid-call (SIGKILL, out of memory, a lost host) cannot close its calls. Their records
+were written as the calls went, so what was said and done is there, but the calls stay `active` and
+their audio is still in raw parts (`recordings/<call id>/caller.raw`, `bot.raw`). Each call records
+who serves it (`meta.served_by`: worker id, host, process id and a per-start `boot` id). At start-up
+(and every `RECOVERY_EVERY_S` while in a cluster) a worker finishes the calls whose worker is gone:
+status `incomplete`, end reason `worker_lost`, `ended_at` the end of what was recorded or written,
+the raw parts joined into the call's WAV, and a `recovery/incomplete` event saying who found it.
+
+A worker is known to be gone when:
+- with Redis, its heartbeat has expired (or it is this worker's own id from an earlier start);
+- on this host, its process no longer exists (or it is this very process id from an earlier start:
+  a restarted container);
+- without any cluster configured, the worker runs alone by definition: any other start's call is gone.
+Otherwise (another host's worker while Redis is unreachable) the call is left alone, and so is a call
+whose raw recording parts are still being written (its worker lives, whatever Redis says): a live
+worker's call is never touched. Claiming is one conditional update, so two workers never finish the same call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from agent.cluster import Cluster
+from agent.store import Store
+from pipelines.audio import CallRecording
+
+log = logging.getLogger(__name__)
+
+RECOVERY_EVERY_S = 60.0
+"""In a cluster, how often a worker looks for calls of workers that died since."""
+END_REASON = "worker_lost"
+FRESH_PARTS_S = 10.0
+"""Raw recording parts written this recently belong to a live call (caller audio comes every 20 ms)."""
+
+
+@dataclass(frozen=True)
+class Incarnation:
+    """This start of this worker: what a call records as `meta.served_by`."""
+
+    worker: str
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    boot: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+    def as_meta(self) -> dict[str, Any]:
+        """The `served_by` value of this worker's calls."""
+        return {"worker": self.worker, "host": self.host, "pid": self.pid, "boot": self.boot}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+async def worker_gone(
+    served_by: dict[str, Any] | None, me: Incarnation, cluster: Cluster | None, *, alone: bool
+) -> bool:
+    """Whether the worker that served a call is known to be gone (see the module docstring)."""
+    if not served_by:
+        return alone  # (a call from before `served_by` was recorded)
+    if served_by.get("boot") == me.boot:
+        return False  # one of ours, live or still being saved
+    if cluster is not None:
+        if served_by.get("worker") == me.worker:
+            return True  # our own name from an earlier start
+        try:
+            return not await cluster.worker_alive(str(served_by.get("worker")))
+        except (RedisError, OSError):
+            pass  # Redis cannot tell: fall back to what this host can see
+    if served_by.get("host") == me.host:
+        pid = served_by.get("pid")
+        return not isinstance(pid, int) or pid == me.pid or not process_alive(pid)
+    return alone
+
+
+async def recover_abandoned_calls(
+    store: Store, recordings_dir: Path, me: Incarnation, cluster: Cluster | None, *, alone: bool
+) -> list[str]:
+    """Finish every call left active by a worker that is gone; returns their ids."""
+    finished = []
+    for call in await store.calls_left_active():
+        served_by = call["meta"].get("served_by")
+        if not await worker_gone(served_by, me, cluster, alone=alone):
+            continue
+        if _still_recording(recordings_dir / call["id"]):
+            continue  # audio still arrives: its worker lives (it lost Redis, say)
+        if await _finish(store, recordings_dir, call, served_by, me):
+            finished.append(call["id"])
+    if finished:
+        log.warning("finished %d calls left active by a worker that is gone: %s", len(finished), finished)
+    return finished
+
+
+async def _finish(
+    store: Store,
+    recordings_dir: Path,
+    call: dict[str, Any],
+    served_by: dict[str, Any] | None,
+    me: Incarnation,
+) -> bool:
+    call_id = call["id"]
+    now = time.time()
+    if not await store.claim_abandoned(call_id, end_reason=END_REASON, ended_at=now):
+        return False  # it ended after all, or another worker got there first
+    recording: Path | None = None
+    samples = 0
+    rate = int(call["sample_rate"] or 8000)
+    parts = recordings_dir / call_id
+    try:
+        recording, samples = await asyncio.to_thread(_join_parts, parts, rate, recordings_dir)
+    except FileNotFoundError:
+        pass  # nothing recorded (or no access to that worker's recordings)
+    except Exception:
+        log.exception("call %s: could not recover the recording from %s", call_id, parts)
+    start = call["connected_at"] or call["started_at"]
+    ends = [t for t in (await store.last_activity(call_id), start + samples / rate if samples else None) if t]
+    ended_at = min(max(ends, default=start), now)
+    fields: dict[str, Any] = {"ended_at": ended_at}
+    if recording is not None:
+        fields["recording_path"] = str(recording)
+    await store.update_call(call_id, **fields)
+    payload = {
+        "served_by": served_by,
+        "found_by": me.as_meta(),
+        "recording_seconds": round(samples / rate, 2),
+    }
+    await store.add_event(
+        source="recovery", status="incomplete", payload=payload, at=now, call_id=call_id, cmiuuid=None
+    )
+    log.warning("call %s: its worker is gone; marked incomplete (%.1f s recorded)", call_id, samples / rate)
+    return True
+
+
+def _still_recording(parts: Path) -> bool:
+    newest = 0.0
+    for name in (CallRecording.CALLER_PART, CallRecording.BOT_PART):
+        with contextlib.suppress(OSError):
+            newest = max(newest, (parts / name).stat().st_mtime)
+    return time.time() - newest < FRESH_PARTS_S
+
+
+def _join_parts(parts: Path, rate: int, recordings_dir: Path) -> tuple[Path, int]:
+    recording = CallRecording.recover(parts, rate)
+    samples = recording.caller_samples
+    target = recording.finalize(recordings_dir / f"{parts.name}.wav")
+    shutil.rmtree(parts, ignore_errors=True)
+    return target, samples
+
+
+async def recovery_loop(
+    store: Store, recordings_dir: Path, me: Incarnation, cluster: Cluster | None, *, alone: bool
+) -> None:
+    """Once now, then every RECOVERY_EVERY_S while in a cluster (workers may die at any time)."""
+    while True:
+        try:
+            await recover_abandoned_calls(store, recordings_dir, me, cluster, alone=alone)
+        except Exception:  # the store is down, say: the next round tries again
+            log.exception("could not look for calls left by workers that are gone")
+        if cluster is None:
+            return
+        await asyncio.sleep(RECOVERY_EVERY_S)
+
+
+async def stop_recovery(task: asyncio.Task[None] | None) -> None:
+    """Cancel the recovery task and wait for it."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
