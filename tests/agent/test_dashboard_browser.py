@@ -89,11 +89,13 @@ async def test_a_supervisor_watches_a_call_live_and_transfers_it(
 
         # The caller speaks: the transcript and the sentiment move on the page as it happens.
         await call.say_pcm(words, 8000)
+        said_at = call.now()
         events = page.locator("#events")
         await expect(events).to_contain_text("caller: ", timeout=15_000)
         await expect(events).to_contain_text("sentiment -", timeout=15_000)
         await expect(page.locator("#sentiment svg circle")).to_have_count(1)
-        await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
+        await call.wait_for_bot_audio(timeout=15, since=said_at)  # the bot answers…
+        await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)  # …to the end
         heard = await page.evaluate("window.hotlineListen")
         speech_s = len(words) / 2 / 8000
         assert heard["seconds"][0] >= speech_s and heard["seconds"][1] >= 1.0, heard  # caller and bot
