@@ -8,14 +8,13 @@ says that no interpretation was available and why: never a made-up translation.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion
 
 from agent.dialogue.languages import language_name
+from agent.dialogue.llm_once import ask_once
 
 PROMPT_PREFIX = "Translate into "
 """The user message starts with this (test servers key their rules on it)."""
@@ -63,27 +62,9 @@ async def interpret(
     """Translate one caller turn from `source` into `target` (language codes)."""
     if client is None:
         return Interpretation(source, target, None, unavailable="no_llm")
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-
-    def ms() -> int:
-        return round((loop.time() - started) * 1000)
-
-    try:
-        async with asyncio.timeout(timeout_s):
-            response = await client.chat.completions.create(
-                model=model,
-                messages=messages(text, source, target),  # type: ignore[arg-type]
-                temperature=0,
-                max_tokens=max(64, len(text)),
-                stream=False,
-            )
-    except TimeoutError:
-        return Interpretation(source, target, None, ms(), "timeout")
-    except openai.APIStatusError as exc:
-        return Interpretation(source, target, None, ms(), f"http_{exc.status_code}")
-    except openai.APIError as exc:
-        return Interpretation(source, target, None, ms(), type(exc).__name__)
-    choices = response.choices if isinstance(response, ChatCompletion) else []
-    answer = ((choices[0].message.content or "") if choices else "").strip()
-    return Interpretation(source, target, answer or None, ms(), None if answer else "empty")
+    answer = await ask_once(
+        client, model, messages(text, source, target), max_tokens=max(64, len(text)), timeout_s=timeout_s
+    )
+    if answer.error is not None:
+        return Interpretation(source, target, None, answer.ms, answer.error)
+    return Interpretation(source, target, answer.text or None, answer.ms, None if answer.text else "empty")

@@ -8,14 +8,13 @@ time; it is bounded by its own timeout and its failures only cost the signal.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 
 import openai
-from openai.types.chat import ChatCompletion
 
 from agent.bot import BotConfig
+from agent.dialogue.llm_once import ask_once
 
 BUILTIN_DESCRIPTIONS = {
     "asked_for_human": "wants to talk to a person, an agent, a human",
@@ -73,27 +72,7 @@ async def classify(
     client: openai.AsyncOpenAI, model: str, text: str, labels: dict[str, str], timeout_s: float
 ) -> Classification:
     """Ask the LLM for the intent of one caller turn."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-
-    def ms() -> int:
-        return round((loop.time() - started) * 1000)
-
-    try:
-        async with asyncio.timeout(timeout_s):
-            response = await client.chat.completions.create(
-                model=model,
-                messages=messages(text, labels),  # type: ignore[arg-type]
-                temperature=0,
-                max_tokens=8,
-                stream=False,
-            )
-    except TimeoutError:
-        return Classification(None, ms(), "timeout")
-    except openai.APIStatusError as exc:
-        return Classification(None, ms(), f"http_{exc.status_code}")
-    except openai.APIError as exc:
-        return Classification(None, ms(), type(exc).__name__)
-    choices = response.choices if isinstance(response, ChatCompletion) else []
-    answer = (choices[0].message.content or "") if choices else ""
-    return Classification(parse_answer(answer, list(labels)), ms())
+    answer = await ask_once(client, model, messages(text, labels), max_tokens=8, timeout_s=timeout_s)
+    if answer.error is not None:
+        return Classification(None, answer.ms, answer.error)
+    return Classification(parse_answer(answer.text, list(labels)), answer.ms)
