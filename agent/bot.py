@@ -14,6 +14,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import Field, field_validator, model_validator
 
 from agent.bot_actions import NAME, ActionSpec, Strict, Webhook
+from agent.bot_speech import LANGUAGE, TRANSLATED_PHRASES, Languages, Phrases
 from agent.escalation.conditions import ConditionError, compares
 from agent.escalation.conditions import parse as parse_condition
 from agent.escalation.names import BUILTIN_INTENT_NAMES, SIGNALS
@@ -89,34 +90,6 @@ class TurnTaking(Strict):
             pause_ms=self.pause_ms,
             tail_ms=min(TurnConfig.tail_ms, self.pause_ms),
         )
-
-
-class Phrases(Strict):
-    """Fixed lines, synthesized once at start-up so they play without delay."""
-
-    hold: str = "One moment, please."
-    handoff: str = "Let me connect you with a colleague who can help. Please stay on the line."
-    fallback: str = "Sorry, I'm having trouble on my side. Let me get a person to help you."
-    rephrase: str = "Sorry, I didn't quite get that. Could you say it another way?"
-    goodbye: str = "Thank you for calling. Goodbye!"
-    filler: str = "Let me check that for you."
-    still_there: str = "Are you still there?"
-    unanswered: str = "Sorry, nobody is free to take your call right now. Please call again later. Goodbye."
-    language_notice: str = "Sorry, I can only help you in English. Let's go on in English."
-    """Said once (bots that detect the caller's language) when the caller's language has no voice."""
-
-    def all(self) -> list[str]:
-        """Every phrase, for the phrase cache."""
-        return [
-            self.hold,
-            self.handoff,
-            self.fallback,
-            self.rephrase,
-            self.goodbye,
-            self.filler,
-            self.still_there,
-            self.unanswered,
-        ]
 
 
 class Department(Strict):
@@ -263,80 +236,6 @@ class Escalation(Strict):
         "(default: the first department).",
     )
     llm_intents: LlmIntents = Field(default_factory=LlmIntents)
-
-
-TRANSLATED_PHRASES = tuple(name for name in Phrases.model_fields if name != "language_notice")
-"""The phrases a language with a voice gives in that language (the notice is for those without one)."""
-LANGUAGE = r"^[a-z]{2,3}$"
-"""A Whisper language code: en, es, fr, hi, haw…"""
-
-
-class Languages(Strict):
-    """Which languages the bot speaks, how it finds the caller's, and what it does with the others.
-
-    With `detect`, the first caller turns are transcribed in whatever language they are in; once the
-    detection is sure enough (probability averaged over the turns so far), or after `detect_turns`
-    turns, the caller's language is pinned: later turns are transcribed in it, and the rules see it as
-    the signals `language`, `language_probability` and `language_supported`. The bot answers in the
-    caller's language when `voices` has one for it, else in its own language (`unsupported` says how).
-    """
-
-    detect: bool = Field(
-        default=False, description="Detect the caller's language; needs a multilingual asr_model (base)."
-    )
-    detect_turns: int = Field(default=2, ge=1, le=5, description="Caller turns to detect on, at most.")
-    min_probability: float = Field(
-        default=0.4,
-        gt=0,
-        le=1,
-        description="Pin the language as soon as its probability, averaged over the turns so far, "
-        "reaches this. Whisper base gives real 8 kHz Spanish 0.45-0.6, English 0.98 (make bench).",
-    )
-    candidates: list[str] = Field(
-        default_factory=list,
-        description="Detect among these languages only (those your callers speak); empty: any of Whisper's.",
-    )
-    voices: dict[str, str] = Field(
-        default_factory=dict,
-        description="Language → piper voice (packaged name or .onnx path) the bot answers that language "
-        "in. The bot's own `language` uses `voice`.",
-    )
-    phrases: dict[str, dict[str, str]] = Field(
-        default_factory=dict,
-        description="Language → the fixed phrases in it (every key of `phrases`), for each voice.",
-    )
-    unsupported: list[ActionSpec] = Field(
-        default_factory=list,
-        description="What happens when the caller's language has no voice, e.g. [{transfer: interpreters}]. "
-        "Empty: the bot says `phrases.language_notice` once and answers in its own language.",
-    )
-
-    @field_validator("candidates")
-    @classmethod
-    def _codes(cls, value: list[str]) -> list[str]:
-        for code in value:
-            if not re.match(LANGUAGE, code):
-                raise ValueError(f"{code!r} is not a language code (en, es, fr…)")
-        return value
-
-    @field_validator("voices", "phrases")
-    @classmethod
-    def _keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for code in value:
-            if not re.match(LANGUAGE, code):
-                raise ValueError(f"{code!r} is not a language code (en, es, fr…)")
-        return value
-
-    @field_validator("phrases")
-    @classmethod
-    def _phrase_names(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-        for code, lines in value.items():
-            unknown = sorted(set(lines) - set(TRANSLATED_PHRASES))
-            if unknown:
-                raise ValueError(
-                    f"{code}: no phrase named {', '.join(unknown)} (phrases: {', '.join(TRANSLATED_PHRASES)})"
-                )
-        return value
 
 
 class BotConfig(Strict):

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.bot import TRANSLATED_PHRASES, BotConfig
+from agent.bot import BotConfig
+from agent.bot_speech import TRANSLATED_PHRASES
 from agent.dialogue.base import LanguageChoice
 from agent.speech_models import CallTranscriber
 from pipelines.asr import Transcript
