@@ -143,7 +143,7 @@ class Cluster:
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # (redis-py leaves it untyped)
+                    await pubsub.aclose()
 
     async def _on_message(self, channel: bytes | str, data: bytes | str, mine: str) -> None:
         channel = _text(channel)
@@ -204,7 +204,7 @@ class Cluster:
                     return
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # (redis-py leaves it untyped)
+                await pubsub.aclose()
 
     # ------------------------------------------------------------------------------- registry
 

@@ -143,10 +143,24 @@ def _duplicate_keys(doc: YamlDocument, node: yaml.Node | None, loc: KeyPath = ()
 def _shape_problem(text: str, name: str) -> ConfigProblem | None:
     """What the parser's event stream shows before anything is built: nesting too deep, an alias inside
     its own anchor (an endless structure), or aliases expanding to more values than any config needs."""
+    try:
+        return _shape_of_events(yaml.parse(text, Loader=_Loader), name)
+    except yaml.MarkedYAMLError as exc:
+        # PyYAML >= 6.0.3 has a nesting limit of its own, which its scanner may reach before the parser
+        # hands us the 64th level (flow collections are scanned ahead): the same problem, said our way.
+        if "nesting depth" not in str(exc.problem):
+            raise
+        mark = exc.problem_mark or exc.context_mark
+        return ConfigProblem(
+            name, "", f"nested deeper than {MAX_DEPTH} levels", mark.line + 1 if mark else None
+        )
+
+
+def _shape_of_events(events: Iterable[yaml.Event], name: str) -> ConfigProblem | None:
     open_anchors: list[str | None] = []
     sizes: dict[str, int] = {}
     counts = [0]  # values under each open collection, the document's at the bottom
-    for event in yaml.parse(text, Loader=_Loader):
+    for event in events:
         line = event.start_mark.line + 1 if event.start_mark else None
         if isinstance(event, yaml.CollectionStartEvent):
             if len(open_anchors) >= MAX_DEPTH:

@@ -24,6 +24,9 @@ from tests.fuzz.test_fuzz_stream import HostileCaller
         ("a: &x [1, *x]\n", "alias *x is inside its own anchor"),  # was a RecursionError
         ("a: !!int ''\n", "YAML error: a value cannot be read (IndexError"),  # PyYAML's own IndexError
         ("a: " + "[" * 100_000, "nested deeper than 64 levels"),  # was a segfault of the C parser
+        # Deeper than ours, shallower than PyYAML's own limit (1,000 since 6.0.3): our check, in both styles.
+        ("a: " + "[" * 65 + "]" * 65, "nested deeper than 64 levels"),
+        ("".join(f"{' ' * i}k{i}:\n" for i in range(70)) + " " * 70 + "x\n", "nested deeper than 64 levels"),
         (
             "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
             + "".join(
