@@ -76,7 +76,7 @@ def test_the_lock_is_up_to_date_with_pyproject() -> None:
 def test_the_python_check_stops_an_old_interpreter_in_one_line(tmp_path: Path) -> None:
     """`make` with a Python older than requires-python says so in one line, before installing anything."""
     old = tmp_path / "python3"
-    fake = 'import sys; sys.version_info = (3, 9, 18); exec(sys.argv[2])'
+    fake = "import sys; sys.version_info = (3, 9, 18); exec(sys.argv[2])"
     old.write_text(f'#!/bin/sh\nexec python3 -c "{fake}" "$@"\n')
     old.chmod(0o755)
     done = subprocess.run(
