@@ -93,22 +93,46 @@ async def worker_gone(
     return alone
 
 
+@dataclass
+class RecoveryPass:
+    """What one look for abandoned calls did."""
+
+    finished: list[str] = field(default_factory=list)
+    """Calls finished as `incomplete`."""
+    waiting: list[str] = field(default_factory=list)
+    """Calls whose worker looks gone but whose raw parts were written moments ago: looked at again."""
+
+
+def died_here(served_by: dict[str, Any] | None, me: Incarnation) -> bool:
+    """Whether the call's process is provably dead: on this host, and that process id no longer exists
+    (or it is this very process id from an earlier start, a restarted container)."""
+    if not served_by or served_by.get("host") != me.host or served_by.get("boot") == me.boot:
+        return False
+    pid = served_by.get("pid")
+    return isinstance(pid, int) and (pid == me.pid or not process_alive(pid))
+
+
 async def recover_abandoned_calls(
     store: Store, recordings_dir: Path, me: Incarnation, cluster: Cluster | None, *, alone: bool
-) -> list[str]:
-    """Finish every call left active by a worker that is gone; returns their ids."""
-    finished = []
+) -> RecoveryPass:
+    """Finish every call left active by a worker that is gone."""
+    done = RecoveryPass()
     for call in await store.calls_left_active():
         served_by = call["meta"].get("served_by")
         if not await worker_gone(served_by, me, cluster, alone=alone):
             continue
-        if _still_recording(recordings_dir / call["id"]):
-            continue  # audio still arrives: its worker lives (it lost Redis, say)
+        # Fresh raw parts mean audio may still arrive (its worker lost Redis, say), unless the process
+        # that wrote them is provably dead: a worker restarted within seconds of a crash still recovers.
+        if not died_here(served_by, me) and _still_recording(recordings_dir / call["id"]):
+            done.waiting.append(call["id"])
+            continue
         if await _finish(store, recordings_dir, call, served_by, me):
-            finished.append(call["id"])
-    if finished:
-        log.warning("finished %d calls left active by a worker that is gone: %s", len(finished), finished)
-    return finished
+            done.finished.append(call["id"])
+    if done.finished:
+        log.warning(
+            "finished %d calls left active by a worker that is gone: %s", len(done.finished), done.finished
+        )
+    return done
 
 
 async def _finish(
@@ -170,15 +194,19 @@ def _join_parts(parts: Path, rate: int, recordings_dir: Path) -> tuple[Path, int
 async def recovery_loop(
     store: Store, recordings_dir: Path, me: Incarnation, cluster: Cluster | None, *, alone: bool
 ) -> None:
-    """Once now, then every RECOVERY_EVERY_S while in a cluster (workers may die at any time)."""
+    """Once now, then every RECOVERY_EVERY_S while in a cluster (workers may die at any time); alone,
+    again while calls wait for their raw parts to go quiet or the store could not be read."""
     while True:
+        again = False
         try:
-            await recover_abandoned_calls(store, recordings_dir, me, cluster, alone=alone)
+            done = await recover_abandoned_calls(store, recordings_dir, me, cluster, alone=alone)
+            again = bool(done.waiting)
         except Exception:  # the store is down, say: the next round tries again
             log.exception("could not look for calls left by workers that are gone")
-        if cluster is None:
+            again = True
+        if cluster is None and not again:
             return
-        await asyncio.sleep(RECOVERY_EVERY_S)
+        await asyncio.sleep(RECOVERY_EVERY_S if cluster is not None else FRESH_PARTS_S)
 
 
 async def stop_recovery(task: asyncio.Task[None] | None) -> None:
