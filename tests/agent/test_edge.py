@@ -196,7 +196,9 @@ async def test_a_forged_x_forwarded_for_neither_passes_platform_ips_nor_locks_pi
     assert answered.status_code == 200, answered.text
     ws_url = stream_url(answered.json())
     assert ws_url.startswith(edge.balancer.replace("http", "ws", 1) + "/stream?")
-    # A genuine token from another host claiming PIOPIY's address: closed before the token is checked.
+    # A genuine token from another host claiming PIOPIY's address: closed before the token is checked,
+    # by the socket's failure limit for the locked-out sender, by platform_ips for anyone else.
+    assert await closed_with(ws_url, "127.0.0.9", claims_piopiy) == (1008, "too many failures")
     assert await closed_with(ws_url, "127.0.0.10", claims_piopiy) == (1008, "not platform")
     async with connect(ws_url, local_addr=(PIOPIY, 0)) as ws:  # the same token, from PIOPIY: a call
         assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "streamAudio"
