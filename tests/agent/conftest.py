@@ -23,6 +23,10 @@ WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 SUPPORT_NUMBER = "918040001000"  # support_desk, 8 kHz
 ORDER_NUMBER = "918040002000"  # order_line, 16 kHz, PIOPIY-side record first
 
+SERVICE_START_S = 600.0
+"""How long a service may take to load its models and listen: seconds on a quiet machine, minutes on a
+busy 2-core one. A start-up that fails ends the wait at once; call deadlines count from readiness."""
+
 
 @dataclass
 class Service:
@@ -85,7 +89,7 @@ def running_service(
     path.write_text(yaml.safe_dump(data))
     settings = load_settings(path)
     app = create_app(settings)
-    with serve_in_thread(app, startup_timeout_s=120) as url:
+    with serve_in_thread(app, startup_timeout_s=SERVICE_START_S) as url:
         settings.service.server.public_url = url
         yield Service(url=url, settings=settings, data_dir=directory, app=app)
 
@@ -96,7 +100,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     os.environ["HOTLINE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
     os.environ["HOTLINE_STREAM_SECRET"] = "test-stream-secret-0123456789abcdef"
     settings = load_settings(write_config(directory))
-    with serve_in_thread(create_app(settings), startup_timeout_s=120) as url:
+    with serve_in_thread(create_app(settings), startup_timeout_s=SERVICE_START_S) as url:
         # The port is known only now; ws_url is derived from public_url at answer time.
         settings.service.server.public_url = url
         yield Service(url=url, settings=settings, data_dir=directory)

@@ -39,6 +39,21 @@ async def final_record(service: Service, call_id: str, timeout: float = 10.0) ->
             await asyncio.sleep(0.05)
 
 
+async def wait_for_bot_line(service: Service, call_id: str, ending: str, timeout: float = 30.0) -> None:
+    """Until the live call's record holds a finished bot turn ending with `ending`: what a caller hears
+    after a filler and a slow tool, however long a busy machine takes to say it (silence between the
+    filler and the answer is no sign the answer is over)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=service.url, headers=service.headers) as http:
+        while True:
+            record: dict[str, Any] = (await http.get(f"/api/calls/{call_id}")).json()
+            turns = [t for t in record.get("turns", []) if t["role"] == "bot" and t.get("ended_at")]
+            if any(t["text"].endswith(ending) for t in turns):
+                return
+            assert time.monotonic() < deadline, f"no bot line ending {ending!r}: {turns}"
+            await asyncio.sleep(0.1)
+
+
 def call_id_of(pcmo: list[dict[str, Any]]) -> str:
     stream = next(a for a in pcmo if a["action"] == "stream")
     return str(httpx.URL(stream["ws_url"]).params["call"])

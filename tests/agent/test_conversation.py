@@ -44,8 +44,11 @@ async def test_a_question_gets_a_spoken_answer_with_latencies(service: Service) 
         "response_ms",
     }
     assert 0 < latency["response_ms"] < 5000 and latency["asr_wait_ms"] >= 0  # sanity; bench measures
-    # A whole question ends the turn at the pause (semantic endpointing), not after 600 ms of silence.
-    assert latency["early_endpoint"] and latency["endpoint_ms"] < 600, latency
+    # A whole question ends the turn at the pause (semantic endpointing), not after 600 ms of silence,
+    # when its speculative transcript is back in time; a machine too busy for that waits the 600 ms out.
+    assert latency["early_endpoint"] == (latency["endpoint_ms"] < 600), latency
+    if latency["asr_ms"] < 250:  # well inside what is left of the silence after the pause
+        assert latency["early_endpoint"], latency
 
 
 async def test_talking_over_the_greeting_cuts_it(service: Service) -> None:

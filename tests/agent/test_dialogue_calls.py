@@ -18,7 +18,7 @@ from agent.testing.caller_voice import caller_says
 from agent.testing.llm_server import FakeLlmServer
 from agent.testing.simulator import PiopiySimulator
 from tests.agent.conftest import ORDER_NUMBER, REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
-from tests.agent.test_calls import call_id_of, final_record
+from tests.agent.test_calls import call_id_of, final_record, wait_for_bot_line
 
 ORDER_RATE = 16000
 
@@ -115,8 +115,9 @@ async def test_a_slow_tool_gets_a_filler_line_instead_of_silence(
             await call.wait_until_bot_silent(quiet_s=0.8, timeout=20)
             await call.say_pcm(caller_says("What is my account balance?"), 8000)
             await call.wait_for_bot_audio(timeout=10, since=call.now())
-            await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
             call_id = call_id_of(call.pcmo)
+            await wait_for_bot_line(scripted, call_id, "Your available balance is 12,500 rupees.")
+            await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
     finally:
         backend.delay_s = 0.0
     record = await final_record(scripted, call_id)
@@ -255,7 +256,8 @@ async def test_a_dead_llm_gives_the_fallback_line_then_a_person(
     assert fired["payload"]["signals"] == {"dialogue_failures": 1}
     (bridge,) = frame.actions
     assert [c["number"] for c in bridge["connect"]] == [918040001301, 918040001302]  # the senior desk
-    # The caller heard the fallback within 2 s of the end of their question.
+    # The caller heard the fallback at once: a refused connection is not waited out like a slow model
+    # (timeout_s 5 s); on a quiet machine within 2 s of the end of the question, with room for a busy one.
     caller = next(t for t in record["turns"] if t["role"] == "caller")
     fallback_turn = next(t for t in record["turns"] if t["text"] == fallback)
-    assert fallback_turn["start_ms"] - caller["end_ms"] < 2000
+    assert fallback_turn["start_ms"] - caller["end_ms"] < 4500

@@ -35,7 +35,7 @@ from agent.dashboard.auth import hash_password
 from agent.http_protocol import BODY_GRACE_S, MAX_HEADER_BYTES, DeadlineH11Protocol
 from agent.serve import uvicorn_config
 from tests.agent.conftest import REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, write_config
-from tests.agent.test_lifecycle import ENV, HOTLINE, _free_port
+from tests.agent.test_lifecycle import ENV, HOTLINE, WORKER_START_S, _free_port
 
 HAPROXY_CFG = REPO / "deploy" / "compose" / "haproxy.cfg"
 BALANCER = "127.0.0.1"  # HAProxy's address as the worker sees it
@@ -126,7 +126,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         processes.append(worker)
-        wait_healthy(f"http://127.0.0.1:{worker_port}", worker, worker_log, 240)
+        wait_healthy(f"http://127.0.0.1:{worker_port}", worker, worker_log, WORKER_START_S)
         with balancer_log.open("wb") as out:
             haproxy = subprocess.Popen(
                 ["haproxy", "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT

@@ -30,7 +30,7 @@ from tests.agent.faults import (
     runtime_of,
     task_names,
 )
-from tests.agent.test_calls import call_id_of, final_record
+from tests.agent.test_calls import call_id_of, final_record, wait_for_bot_line
 from tests.agent.test_dialogue_calls import bot_lines, bridges, pointed_tools
 
 FALLBACK = "Sorry, I'm having trouble on my side. Let me get a person to help you."
@@ -167,8 +167,9 @@ async def test_a_tool_that_times_out_gets_a_filler_then_an_honest_answer(
         call = await ask(service, "What is my account balance?")
         async with call:
             await call.wait_for_bot_audio(timeout=10, since=call.now())
-            await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
             call_id = call_id_of(call.pcmo)
+            await wait_for_bot_line(service, call_id, "Sorry, I can't reach your account right now.")
+            await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
     finally:
         backend.delay_s = 0.0
     record = await final_record(service, call_id)

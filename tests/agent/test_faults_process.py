@@ -42,7 +42,7 @@ from tests.agent.faults import (
     task_names,
 )
 from tests.agent.test_calls import call_id_of
-from tests.agent.test_lifecycle import ENV, HOTLINE, _free_port, record_of
+from tests.agent.test_lifecycle import ENV, HOTLINE, WORKER_START_S, _free_port, record_of
 
 REDIS_DB_URL = "redis://127.0.0.1:{port}/8"
 
@@ -58,7 +58,7 @@ def serve(config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV},
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + WORKER_START_S
     while True:
         assert process.poll() is None, log.read_text()[-3000:]
         try:

@@ -44,6 +44,13 @@ class Worker:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
 
 
+WORKER_START_S = 600.0
+"""How long a started worker may take to answer /healthz: loading the models takes seconds on a quiet
+machine and minutes on a 2-core one that is busy with something else. The wait ends at once if the
+process dies, so only a hung start-up ever waits this long; deadlines for what the worker does count from
+its readiness, never from its start."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -70,7 +77,7 @@ def worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Worker]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + WORKER_START_S
         while True:
             assert process.poll() is None, log.read_text()[-3000:]
             try:

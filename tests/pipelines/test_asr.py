@@ -260,7 +260,9 @@ async def test_event_loop_keeps_ticking_while_transcribing(transcriber: Transcri
     assert t.accepted
     print(f"{len(lags)} ticks during {t.asr_ms:.0f} ms; max lag {max(lags) * 1000:.1f} ms")
     assert len(lags) >= t.asr_ms / 1000 / 0.025  # a blocked loop would tick once
-    assert max(lags) < 0.050
+    # A loop blocked by the transcription would miss one tick by about all of it; a busy machine makes
+    # ticks late by its own scheduling, which is not what this measures (loop lag has its own metric).
+    assert max(lags) < max(0.050, t.asr_ms / 1000 / 3)
 
 
 async def test_speculation_is_reused_when_the_turn_ends_in_silence(transcriber: Transcriber) -> None:
