@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.bot import BotConfig
+from agent.client_address import proxy_networks
 from agent.yamlfile import ConfigError, ConfigProblem, load_yaml
 
 ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
@@ -60,6 +61,40 @@ class ServerConfig(Strict):
         description="Serve GET /metrics without the webhook secret (for scrapers that cannot send it; "
         "keep the port off the internet then). False: it needs the secret like /api/*.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of the load balancers in front of the workers (or "
+        "HOTLINE_TRUSTED_PROXIES, comma-separated; it wins). A request from one of them is counted under "
+        "the address the balancer appended to X-Forwarded-For; from anyone else, under its own address "
+        "whatever it sends. Empty: trust no proxy.",
+    )
+    header_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="A request's line and headers must arrive within this many seconds of its first byte "
+        "(or of the connection): slower clients get 408 and are disconnected.",
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A request's body must arrive within this many seconds of its headers: 408, "
+        "disconnected.",
+    )
+    keep_alive_timeout_s: int = Field(
+        default=15,
+        ge=1,
+        le=300,
+        description="An idle kept-alive connection is closed after this many seconds (longer than the "
+        "balancer keeps idle connections to a worker, so it never reuses one we are closing).",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        proxy_networks(value)  # ValueError names the entry
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -249,6 +284,14 @@ class ServiceConfig(Strict):
             self.llm.base_url = url
         if url := os.environ.get("HOTLINE_REDIS_URL"):
             self.cluster.redis_url = url
+        # The balancers' addresses belong to the deployment (compose, Kubernetes), not to the image's file.
+        if proxies := os.environ.get("HOTLINE_TRUSTED_PROXIES"):
+            entries = [e.strip() for e in proxies.split(",") if e.strip()]
+            try:
+                proxy_networks(entries)
+            except ValueError as exc:
+                raise ValueError(f"HOTLINE_TRUSTED_PROXIES: {exc}") from None
+            self.server.trusted_proxies = entries
         # A PostgreSQL URL carries a password: containers take it from a secret, not from the file.
         if url := os.environ.get("HOTLINE_STORAGE_URL"):
             if not re.match(STORAGE_URL, url):  # never echo the URL: it may hold the password

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from agent.config import Settings
+from agent.http_protocol import MAX_HEADER_BYTES, RequestDeadlines, http_protocol
 from agent.runtime import Runtime
 from agent.websocket_protocol import WebSocketProtocol
 
@@ -68,22 +69,39 @@ class DrainingServer(uvicorn.Server):
         return runtime if isinstance(runtime, Runtime) else None
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Run the service until it is told to stop, then drain and exit."""
+def uvicorn_config(settings: Settings, host: str | None = None, port: int | None = None) -> uvicorn.Config:
+    """How `hotline serve` runs uvicorn: our HTTP and WebSocket protocols, timeouts and limits."""
     from agent.server import create_app
 
     server = settings.service.server
-    config = uvicorn.Config(
+    if "FORWARDED_ALLOW_IPS" in os.environ:
+        log.warning(
+            "FORWARDED_ALLOW_IPS is ignored: client addresses come from server.trusted_proxies "
+            "(HOTLINE_TRUSTED_PROXIES), which trusts only the balancers it names"
+        )
+    deadlines = RequestDeadlines(server.header_timeout_s, server.body_timeout_s)
+    return uvicorn.Config(
         create_app(settings),
         host=host or server.host,
         port=port or server.port,
+        http=http_protocol(deadlines),  # h11, with header and body deadlines (slowloris)
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=server.keep_alive_timeout_s,
+        # The app resolves client addresses itself, trusting only server.trusted_proxies
+        # (agent/client_address.py); uvicorn's FORWARDED_ALLOW_IPS="*" believed what clients wrote.
+        proxy_headers=False,
         ws=WebSocketProtocol,  # the websockets package, sans-I/O (the legacy one is deprecated)
         # Frames over our own limit are closed with 1009 by the stream handler, not by uvicorn.
         ws_max_size=settings.service.security.max_frame_bytes * 4 + 65536,
         log_level="warning",
         timeout_graceful_shutdown=5,  # calls are drained before uvicorn's own shutdown starts
     )
-    worker = DrainingServer(config, server.drain_timeout_s)
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Run the service until it is told to stop, then drain and exit."""
+    config = uvicorn_config(settings, host, port)
+    worker = DrainingServer(config, settings.service.server.drain_timeout_s)
     worker.run()
     runtime = worker._runtime()
     if runtime is not None and runtime.store.left_open:

@@ -22,11 +22,13 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.bus import relay
+from agent.client_address import ClientAddressMiddleware, TrustedProxies
 from agent.config import Settings, normalize_number
 from agent.dashboard.routes import install as install_dashboard
 from agent.health import health
 from agent.logs import for_call
 from agent.metrics import CONTENT_TYPE
+from agent.request_body import BodyTooLarge, BodyTooSlow, read_body
 from agent.runtime import Runtime, new_call_id
 from agent.security import webhook_secret_ok
 from agent.speech_models import SpeechModels
@@ -59,9 +61,11 @@ _STATUSES = {s.value for s in HTTPStatus}
 class HttpError(Exception):
     """An error answered as JSON `{"error": ..., "detail": ...}` with an HTTP status."""
 
-    def __init__(self, status: int, error: str, detail: str = "") -> None:
+    def __init__(self, status: int, error: str, detail: str = "", *, close: bool = False) -> None:
         super().__init__(error)
         self.status, self.error, self.detail = status, error, detail
+        self.close = close
+        """Close the connection after answering (a body we stopped reading is still on its way)."""
 
 
 def create_app(
@@ -81,10 +85,17 @@ def create_app(
                 await app.state.runtime.stop()
 
     app = FastAPI(title="Hotline", version="0.1.0", lifespan=lifespan)
+    # Client addresses as our balancers saw them, never as clients claim (agent/client_address.py).
+    app.add_middleware(
+        ClientAddressMiddleware, proxies=TrustedProxies(settings.service.server.trusted_proxies)
+    )
 
     @app.exception_handler(HttpError)
     async def _http_error(request: Request, exc: HttpError) -> JSONResponse:
-        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
+        headers = {"Connection": "close"} if exc.close else None
+        return JSONResponse(
+            {"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -321,15 +332,15 @@ def _parse(model: type[M], body: Any, error: str) -> M:
 
 
 async def _json_body(request: Request, rt: Runtime) -> Any:
-    limit = rt.settings.service.security.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HttpError(413, "body too large", f"limit is {limit} bytes")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise HttpError(413, "body too large", f"limit is {limit} bytes")
+    service = rt.settings.service
+    try:
+        raw = await read_body(
+            request, max_bytes=service.security.max_body_bytes, timeout_s=service.server.body_timeout_s
+        )
+    except BodyTooLarge as exc:
+        raise HttpError(413, "body too large", str(exc), close=True) from None
+    except BodyTooSlow as exc:
+        raise HttpError(408, "body too slow", str(exc), close=True) from None
     try:
         return strict_json(raw)
     except (ValueError, RecursionError) as exc:

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the tests and benchmarks use: real human speech (never committed to the repo),
-# espeak-ng (a second caller voice) and chromium (the dashboard tests).
+# espeak-ng (a second caller voice), chromium (the dashboard tests) and haproxy (the shipped balancer
+# config, run in front of a real worker by tests/agent/test_edge.py).
 # Installs only what is missing, so a second run costs a few dpkg look-ups.
 set -euo pipefail
 pkgs=(asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-es-wav pocketsphinx-testdata espeak-ng
       chromium  # chromium: the dashboard tests drive it with Playwright (no browser download)
+      haproxy   # deploy/compose/haproxy.cfg in front of `hotline serve`: forged X-Forwarded-For, log redaction
       # Multilingual calls: Spanish transcripts (core-sounds-es.txt, for WER), French, Italian, Russian speech.
       asterisk-core-sounds-es asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav)
 missing=()

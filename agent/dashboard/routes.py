@@ -22,6 +22,7 @@ from agent.dashboard import pages
 from agent.dashboard.auth import COOKIE, LoginLimiter, SessionSigner, hash_password, verify_password
 from agent.dashboard.html import page
 from agent.dashboard.sockets import add_socket_routes
+from agent.request_body import BodyTooLarge, BodyTooSlow, read_body
 from agent.runtime import Runtime
 from agent.testing.report import timeline_png
 
@@ -259,12 +260,16 @@ async def _posted(request: Request) -> tuple[Session, dict[str, str]]:
 
 
 async def _form(request: Request, limit: int = 16384) -> dict[str, str]:
-    """An urlencoded form body (first value of each field); 413 past `limit` bytes."""
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise Refusal(JSONResponse({"error": "form too large"}, status_code=413))
+    """An urlencoded form body (first value of each field); 413 past `limit` bytes, 408 when too slow."""
+    timeout_s = _rt(request).settings.service.server.body_timeout_s
+    close = {"Connection": "close"}  # the rest of the body may still be coming: we stop reading it
+    try:
+        raw = await read_body(request, max_bytes=limit, timeout_s=timeout_s)
+    except BodyTooLarge:
+        raise Refusal(JSONResponse({"error": "form too large"}, status_code=413, headers=close)) from None
+    except BodyTooSlow as exc:
+        body = {"error": "form too slow", "detail": str(exc)}
+        raise Refusal(JSONResponse(body, status_code=408, headers=close)) from None
     fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50)
     return {k: v[0] for k, v in fields.items()}
 

@@ -112,6 +112,8 @@ def _make_server(app: AsgiApp, sock: socket.socket, shutdown_timeout_s: float) -
         # uvicorn >= 0.35 and warns on import. Both do permessage-deflate and answer pings. Ours closes
         # text frames that are not UTF-8 without uvicorn's tracebacks (agent/websocket_protocol.py).
         ws=WebSocketProtocol,
+        # As `hotline serve`: client addresses are the app's to resolve (agent/client_address.py).
+        proxy_headers=False,
         lifespan="on",
         log_level="warning",
         # Leave logging setup to the host (pytest, the CLI): uvicorn's dictConfig would replace it.

@@ -9,6 +9,7 @@ service, the command from the real `hotline` parser, the environment variables f
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -22,7 +23,9 @@ import httpx
 import pytest
 import yaml
 
+from agent.client_address import TrustedProxies
 from agent.config import Settings, load_settings
+from agent.serve import uvicorn_config
 from tests.agent.conftest import REPO, Service
 from tests.agent.deploy_files import (
     InImage,
@@ -161,8 +164,25 @@ def test_dockerignore_keeps_local_state_out_but_not_what_the_image_copies() -> N
 
 def test_the_code_reads_the_environment_the_image_sets(image: Stage, image_settings: Settings) -> None:
     known = env_read_by_code(image_settings)
-    assert {"HOTLINE_CONFIG", "HOTLINE_STORAGE_URL", "HOTLINE_REDIS_URL", "FORWARDED_ALLOW_IPS"} <= known
+    assert {"HOTLINE_CONFIG", "HOTLINE_STORAGE_URL", "HOTLINE_REDIS_URL", "HOTLINE_TRUSTED_PROXIES"} <= known
+    assert "FORWARDED_ALLOW_IPS" not in known  # uvicorn's proxy headers are off: it would do nothing
     assert set(image.env()) <= known
+
+
+def shipped_files() -> list[Path]:
+    """Everything a deployment is made from: the Dockerfile, compose.yaml and deploy/ (examples too)."""
+    return [REPO / "Dockerfile", COMPOSE, *(p for p in sorted(DEPLOY.rglob("*")) if p.is_file())]
+
+
+def test_nothing_shipped_trusts_x_forwarded_for_from_everyone(image_settings: Settings) -> None:
+    for path in shipped_files():
+        text = path.read_text()
+        # uvicorn's FORWARDED_ALLOW_IPS="*" took the leftmost, client-written X-Forwarded-For entry.
+        assert "FORWARDED_ALLOW_IPS" not in text, path
+        assert not re.search(r"(?i)trusted.proxies\W+[\[\"' ]*(\*|0\.0\.0\.0/0|::/0)", text), path
+    config = uvicorn_config(image_settings)
+    assert config.proxy_headers is False  # client addresses are resolved by agent/client_address.py
+    assert image_settings.service.server.trusted_proxies == []  # `docker run` alone: no balancer to trust
 
 
 # ------------------------------------------------------------------------------------------- compose
@@ -272,6 +292,37 @@ def test_balancer_port_is_the_public_url_the_workers_hand_out(
     assert any(v.startswith("./deploy/compose/haproxy.cfg:") for v in lb["volumes"])
     # ws_url in answer_url responses derives from public_url: it must point at the balancer.
     assert urlsplit(image_settings.service.server.public_url).port == int(host_port)
+
+
+def test_compose_workers_trust_the_balancer_and_nothing_else(
+    compose: dict[str, Any], image: Stage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network = compose["networks"]["default"]["ipam"]["config"][0]
+    subnet, others = ipaddress.ip_network(network["subnet"]), ipaddress.ip_network(network["ip_range"])
+    balancer = ipaddress.ip_address(compose["services"]["lb"]["networks"]["default"]["ipv4_address"])
+    # A fixed address in the subnet that Docker never hands to another container.
+    assert balancer in subnet and balancer not in others and others.subnet_of(subnet)  # type: ignore[arg-type]
+    env = next(iter(compose_workers(compose).values()))["environment"]
+    monkeypatch.setenv("HOTLINE_TRUSTED_PROXIES", env["HOTLINE_TRUSTED_PROXIES"])
+    for name in OVERRIDES:
+        monkeypatch.delenv(name, raising=False)
+    root = build_image_tree(image, tmp_path / "image")
+    settings = load_in_image(root, image.env()["HOTLINE_CONFIG"]).settings  # the real loader reads the env
+    assert settings.service.server.trusted_proxies == [str(balancer)]
+
+
+def test_balancer_replaces_x_forwarded_for_and_logs_no_secret() -> None:
+    lines = haproxy_lines()
+    # The header holds the address HAProxy saw, only: set, never appended to (option forwardfor).
+    assert ["http-request", "set-header", "X-Forwarded-For", "%[src]"] in lines
+    assert not any(w[:2] == ["option", "forwardfor"] for w in lines)
+    # Logged: a redacted copy of the request, never the raw request line, URI, query or a header.
+    (log_format,) = [" ".join(w[1:]) for w in lines if w[0] == "log-format"]
+    assert log_format.endswith('%{+Q}[var(txn.logged_request)]"')
+    assert not re.search(r"%(\{[^}]*\})?(r|HU|HQ|hr|hrl|CC)\b", log_format), log_format
+    assert not any(w[:2] == ["option", "httplog"] for w in lines)  # its format logs the request line
+    assert not any(w[0] in ("capture", "http-request") and "capture" in w for w in lines)
+    assert ["http-request", "set-var(txn.logged_query)", "query,regsub(=[^&]*,=redacted,g)"] in lines
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
@@ -411,6 +462,13 @@ def test_config_map_is_mounted_where_hotline_config_points(
     assert mounts["recordings"] == k8s_config.path(storage.recordings_dir)
     assert k8s_config.path(k8s_config.settings.service.prompts_dir) == "/app/prompts"  # from the image
     assert "persistentVolumeClaim" in volumes["recordings"] and "/tmp" in mounts.values()
+
+
+def test_k8s_workers_trust_the_ingress_network_only(k8s_settings: Settings, pod: dict[str, Any]) -> None:
+    proxies = TrustedProxies(k8s_settings.service.server.trusted_proxies)
+    # Behind the ingress every client would count as the ingress: one guesser would lock PIOPIY out.
+    assert proxies.networks and all(n.is_private and n.prefixlen >= 8 for n in proxies.networks)
+    assert "FORWARDED_ALLOW_IPS" not in container_env(pod)
 
 
 def test_k8s_secrets_are_the_ones_the_code_reads(
