@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from agent.escalation.rules import Firing, RuleState
 from agent.escalation.signals import SignalTracker
 from agent.listen import BOT, CALLER
 from agent.metrics import call_outcome
+from agent.recordings import GuardedRecording
 from agent.runtime import Runtime
 from agent.speech import SpokenReply
 from agent.telephony.piopiy import (
@@ -43,7 +43,8 @@ from agent.telephony.piopiy import (
     play_action,
 )
 from agent.telephony.piopiy_webhooks import CallEvent
-from pipelines.audio import CallRecording, Reframer
+from agent.text_frames import TextFrameBudget
+from pipelines.audio import Reframer
 from pipelines.playout import Playout
 from pipelines.tts import PhraseCache, Synthesizer
 from pipelines.turns import TurnDetector
@@ -106,8 +107,11 @@ class CallSession:
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reply_task: asyncio.Task[None] | None = None  # what the bot is saying (or about to)
-        self._recording_dir = runtime.recordings_dir / call_id
-        self.recording = CallRecording(self._recording_dir, self.sample_rate)
+        self.recording = GuardedRecording(
+            runtime.recordings_dir / call_id, self.sample_rate, self._recording_failed
+        )
+        storage = runtime.settings.service.storage
+        self.text_frames = TextFrameBudget(storage.max_text_frames, storage.max_text_bytes)
         self.playout = Playout(self._send_audio_chunk, self.sample_rate)
         self.reframer = Reframer(self.sample_rate)
         self.turns = TurnDetector(self.sample_rate, bot.turn_taking.turn_config())
@@ -174,21 +178,24 @@ class CallSession:
             handed_off=self.handed_off, bot_hung_up=self.bot_hung_up, dropped=dropped and not self.hangup_seen
         )
         self.runtime.metrics.call_ended(self.bot_name, outcome)
-        recording_path = None
-        try:
-            target = self.runtime.recordings_dir / f"{self.call_id}.wav"
-            recording_path = str(await asyncio.to_thread(self.recording.finalize, target))
-            shutil.rmtree(self._recording_dir, ignore_errors=True)
-        except Exception:  # the raw parts stay on disk and can be recovered
-            log.exception("call %s: could not finalize the recording", self.call_id)
+        if self.recording.failure is not None:
+            stopped_at = round(self.recording.failed_at / self.sample_rate, 2)
+            await self.record.event(
+                "recording", "failed", {"error": self.recording.failure, "at_s": stopped_at}
+            )
+        # None when the disk refuses: the raw parts stay and the WAV follows (agent/recordings.py).
+        recording_path = await self.runtime.recordings.finish(self.call_id, self.recording)
         peer_closed = reason.startswith("socket_closed")
         end_reason = "caller_hangup" if self.hangup_seen and peer_closed else reason
+        if (truncated := self.text_frames.summary()) is not None:
+            await self.record.event("stream", "text_truncated", truncated)
         await self.record.event("stream", "closed", {"reason": reason, "dropped": dropped})
+        ended = {"recording_path": recording_path} if recording_path else {}  # never unset a later WAV
         await self.record.update(
             status="dropped" if dropped and not self.hangup_seen else "completed",
             end_reason=end_reason,
             ended_at=time.time(),
-            recording_path=recording_path,
+            **ended,
         )
         if self.hangup_seen and peer_closed and end_reason != "caller_hangup":
             # PIOPIY's hangup event arrived while we were saving: it says who ended the call.
@@ -219,17 +226,35 @@ class CallSession:
         self.caller_turns.tick(now)
 
     async def on_text(self, message: StreamMetadata | UnknownText) -> None:
-        """A text frame: a call UUID or metadata is kept; junk is logged and kept, never fatal."""
+        """A text frame: a call UUID or metadata is kept; junk is logged and kept, never fatal. The record
+        keeps a bounded number and size of them (agent/text_frames.py)."""
+        admitted = self.text_frames.admit(message.size)
         if isinstance(message, StreamMetadata):
             if message.call_uuid and not self.record.cmiuuid:
                 self.record.cmiuuid = message.call_uuid
                 await self.record.update(cmiuuid=message.call_uuid)
-            await self.record.event(
-                "stream", "metadata", {"call_uuid": message.call_uuid, "data": message.data}
-            )
+            if admitted == "whole":
+                payload: dict[str, Any] = {"call_uuid": message.call_uuid, "data": message.data}
+            else:
+                payload = {"call_uuid": message.call_uuid, "truncated": True, "bytes": message.size}
+            if admitted != "drop":
+                await self.record.event("stream", "metadata", payload)
         else:
-            log.warning("call %s: ignored a text frame that is neither a UUID nor JSON", self.call_id)
-            await self.record.event("stream", "junk_text", {"text": message.text})
+            if self.text_frames.received <= 1 or admitted != "drop":  # not one log line per junk frame
+                log.warning("call %s: ignored a text frame that is neither a UUID nor JSON", self.call_id)
+            if admitted == "whole":
+                await self.record.event("stream", "junk_text", {"text": message.text})
+            elif admitted == "stub":
+                await self.record.event("stream", "junk_text", {"truncated": True, "bytes": message.size})
+
+    def _recording_failed(self, error: str, at_sample: int) -> None:
+        """The call's raw recording could not be written: the call goes on, unrecorded from here (the
+        record gets a `recording/failed` event when the call ends)."""
+        log.warning(
+            "call %s: recording stopped at %.1f s: %s", self.call_id, at_sample / self.sample_rate, error
+        )
+        self.runtime.metrics.error(self.bot_name, "recording", "write_failed")
+        self.runtime.recordings.write_failed(self.call_id, error)
 
     async def on_platform_event(self, event: CallEvent) -> None:
         """A PIOPIY event for this call (already stored by the webhook); leg b tells a transfer's fate."""

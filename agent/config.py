@@ -152,6 +152,20 @@ class StorageConfig(Strict):
         description="Delete the recordings (WAV) of calls that ended more than this many days ago "
         "(checked hourly; the call records stay). None: keep them forever.",
     )
+    max_text_frames: int = Field(
+        default=20,
+        ge=0,
+        le=10000,
+        description="Stream text frames (call UUID, JSON metadata, junk) kept in a call's record; the "
+        "rest are counted in a `stream/text_truncated` event.",
+    )
+    max_text_bytes: int = Field(
+        default=65536,
+        ge=0,
+        le=16 * 1024 * 1024,
+        description="Bytes of stream text kept in a call's record; a frame over what is left is kept as "
+        "a stub with its size.",
+    )
 
     @field_validator("url")
     @classmethod

@@ -132,6 +132,9 @@ class LiveCollector:
         yield GaugeMetricFamily("hotline_record_writes_pending", "")
         yield CounterMetricFamily("hotline_record_writes_late", "")
         yield CounterMetricFamily("hotline_record_writes_dropped", "")
+        yield CounterMetricFamily("hotline_store_write_failures", "")
+        yield GaugeMetricFamily("hotline_recording_finalizes_pending", "")
+        yield CounterMetricFamily("hotline_recording_write_failures", "")
         yield CounterMetricFamily("hotline_live_events_unshared", "")
 
     def collect(self) -> Iterator[Metric]:
@@ -170,6 +173,22 @@ class LiveCollector:
             "hotline_record_writes_dropped",
             "Record writes given up (refused by the store, over the buffer, or pending at shutdown).",
             writer.dropped,
+        )
+        yield CounterMetricFamily(
+            "hotline_store_write_failures",
+            "Record write attempts that failed because the store could not be reached or written "
+            "(each retry counts).",
+            writer.failed_attempts,
+        )
+        yield GaugeMetricFamily(
+            "hotline_recording_finalizes_pending",
+            "Ended calls whose recording is still in raw parts (being retried, or left for recovery).",
+            value=rt.recordings.pending,
+        )
+        yield CounterMetricFamily(
+            "hotline_recording_write_failures",
+            "Attempts to write a recording (raw parts during a call, the WAV after it) that failed.",
+            rt.recordings.failures,
         )
         cluster = rt.cluster
         yield CounterMetricFamily(

@@ -11,7 +11,8 @@ once, and a write the store leaves hanging is waited for at most `FIRST_WAIT_S` 
 retry could not fix it. The buffer is bounded (`MAX_PENDING` writes per process; past it new writes
 are dropped and counted). At shutdown the runtime flushes what is pending for a few seconds.
 
-`pending`, `written_late` and `dropped` feed /metrics (`hotline_record_writes_*`).
+`pending`, `written_late` and `dropped` feed /metrics (`hotline_record_writes_*`), `failed_attempts`
+`hotline_store_write_failures_total`, and `waiting_calls` with `last_error` the degraded state of /healthz.
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ class RecordWriter:
         """Writes that waited for the store and were written after it came back."""
         self.dropped = 0
         """Writes given up: refused by the store, over the limit, or still pending at shutdown."""
+        self.failed_attempts = 0
+        """Attempts that failed because the store could not be reached or written (each retry counts)."""
+        self.last_error: str | None = None
+        """The latest such failure, for /healthz."""
 
     @property
     def waiting_calls(self) -> int:
@@ -105,8 +110,8 @@ class RecordWriter:
         self._idle.clear()
         if lane.task is None:
             lane.task = asyncio.create_task(self._drain(key, lane), name=f"record writes {key}")
-        if lane.failing:
-            return  # kept in order; the call goes on
+        if lane.failing or self.waiting_calls:
+            return  # kept in order; the call goes on (a store already failing others is not waited for)
         # asyncio.wait never cancels `tried`: a cancelled caller (barge-in) still gets its write done.
         done, _ = await asyncio.wait({item.tried}, timeout=FIRST_WAIT_S)
         if not done and not lane.failing:
@@ -123,6 +128,8 @@ class RecordWriter:
                         await item.attempt()
                 except Exception as exc:
                     if store_unreachable(exc):
+                        self.failed_attempts += 1
+                        self.last_error = _short(exc)
                         if not lane.failing:
                             lane.failing, lane.failing_since = True, time.monotonic()
                             log.warning(

@@ -16,6 +16,11 @@ A worker is known to be gone when:
 Otherwise (another host's worker while Redis is unreachable) the call is left alone, and so is a call
 whose raw recording parts are still being written (its worker lives, whatever Redis says): a live
 worker's call is never touched. Claiming is one conditional update, so two workers never finish the same call.
+
+Recordings left behind: a call that ended while the disk refused its WAV (full, read-only) keeps its raw
+parts, and its worker retries for a while (agent/recordings.py). At start-up and every RECOVERY_EVERY_S
+the service also finishes the raw parts of any ended call that still has no recording
+(`finish_left_recordings`), so the record gets it once the disk takes it, after a restart too.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from agent.cluster import Cluster
+from agent.recordings import RecordingFinisher, short_error
 from agent.store import Store
 from pipelines.audio import CallRecording
 
@@ -191,22 +197,89 @@ def _join_parts(parts: Path, rate: int, recordings_dir: Path) -> tuple[Path, int
     return target, samples
 
 
+async def finish_left_recordings(
+    store: Store, recordings_dir: Path, finisher: RecordingFinisher
+) -> list[str]:
+    """Turn the raw parts of ended calls without a recording into their WAVs; returns their ids.
+
+    Left alone: calls still active (recover_abandoned_calls decides on those), calls whose parts were
+    written moments ago (live somewhere), calls this process is still recording or retrying, and parts
+    of calls the store does not know (retention removes them in time).
+    """
+    names = await asyncio.to_thread(_raw_part_dirs, recordings_dir)
+    candidates = [n for n in names if not finisher.busy(n)]
+    if not candidates:
+        return []
+    states = await store.recording_states(candidates)
+    finished = []
+    for call_id in candidates:
+        state = states.get(call_id)
+        parts = recordings_dir / call_id
+        if state is None or state["status"] == "active":
+            continue
+        if call_id not in finisher.left and _still_recording(parts):
+            continue  # written moments ago: live on another worker, or just ended there
+        rate = int(state["sample_rate"] or 8000)
+        try:
+            recording, _ = await asyncio.to_thread(_join_parts, parts, rate, recordings_dir)
+        except FileNotFoundError:
+            continue  # finished meanwhile (by its own worker's retry, say)
+        except Exception as exc:
+            finisher.left_for_recovery(call_id, short_error(exc))
+            log.warning("call %s: its recording is still not writable: %s", call_id, short_error(exc))
+            continue
+        await finisher.saved(call_id, recording, "recovery", 1)
+        finished.append(call_id)
+    return finished
+
+
+def _raw_part_dirs(recordings_dir: Path) -> list[str]:
+    try:
+        entries = list(os.scandir(recordings_dir))
+    except OSError:
+        return []
+    return sorted(
+        e.name
+        for e in entries
+        if e.is_dir(follow_symlinks=False)
+        and any(
+            os.path.exists(os.path.join(e.path, n))
+            for n in (CallRecording.CALLER_PART, CallRecording.BOT_PART)
+        )
+    )
+
+
 async def recovery_loop(
-    store: Store, recordings_dir: Path, me: Incarnation, cluster: Cluster | None, *, alone: bool
+    store: Store,
+    recordings_dir: Path,
+    me: Incarnation,
+    cluster: Cluster | None,
+    *,
+    alone: bool,
+    finisher: RecordingFinisher | None = None,
 ) -> None:
     """Once now, then every RECOVERY_EVERY_S while in a cluster (workers may die at any time); alone,
-    again while calls wait for their raw parts to go quiet or the store could not be read."""
+    again while calls wait for their raw parts to go quiet or the store could not be read. With a
+    `finisher`, every round also finishes recordings left in raw parts, and the loop never ends."""
+    look_for_abandoned = True
     while True:
         again = False
-        try:
-            done = await recover_abandoned_calls(store, recordings_dir, me, cluster, alone=alone)
-            again = bool(done.waiting)
-        except Exception:  # the store is down, say: the next round tries again
-            log.exception("could not look for calls left by workers that are gone")
-            again = True
-        if cluster is None and not again:
+        if look_for_abandoned or cluster is not None:
+            try:
+                done = await recover_abandoned_calls(store, recordings_dir, me, cluster, alone=alone)
+                again = bool(done.waiting)
+            except Exception:  # the store is down, say: the next round tries again
+                log.exception("could not look for calls left by workers that are gone")
+                again = True
+        look_for_abandoned = again  # alone: until no call waits for its parts to go quiet
+        if finisher is not None:
+            try:
+                await finish_left_recordings(store, recordings_dir, finisher)
+            except Exception:
+                log.exception("could not look for recordings left in raw parts")
+        elif cluster is None and not again:
             return
-        await asyncio.sleep(RECOVERY_EVERY_S if cluster is not None else FRESH_PARTS_S)
+        await asyncio.sleep(RECOVERY_EVERY_S if cluster is not None or not again else FRESH_PARTS_S)
 
 
 async def stop_recovery(task: asyncio.Task[None] | None) -> None:

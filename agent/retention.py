@@ -1,8 +1,11 @@
 """Recording retention: the WAV files of calls that ended more than N days ago are deleted.
 
 The call rows, turns, actions and events stay; the row's recording path is cleared and
-`meta.recording_deleted_at` says when, so a record without a recording explains itself. The service runs
-`retention_loop` (once at start-up, then hourly); `hotline calls purge` runs `purge_recordings` once.
+`meta.recording_deleted_at` says when, so a record without a recording explains itself. Recordings that
+never became a WAV (the disk refused it, and nothing could finish it since) are raw parts
+(`<recordings>/<call id>/*.raw`): they go too once their last write is older than the cutoff, and so do
+WAVs half-written by a crash (`*.partial`). The service runs `retention_loop` (once at start-up, then
+hourly); `hotline calls purge` runs `purge_recordings` once.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.store import Store
+from pipelines.audio import CallRecording
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,8 @@ class ExpiredRecording:
     ended_at: float
     size: int
     exists: bool
+    raw: bool = False
+    """Raw parts (a directory) that never became a WAV; `ended_at` is their last write."""
 
 
 @dataclass
@@ -88,6 +96,25 @@ async def purge_recordings(
             result.deleted += 1
             result.freed_bytes += expired.size
             result.missing += not expired.exists
+    if root is not None:
+        for call_id, parts, last_write, size in await asyncio.to_thread(
+            _raw_parts_before, root, result.cutoff
+        ):
+            expired = ExpiredRecording(call_id, parts, last_write, size, True, raw=True)
+            result.recordings.append(expired)
+            if dry_run:
+                result.freed_bytes += size
+                continue
+            try:
+                await asyncio.to_thread(_remove, parts)
+            except OSError as exc:
+                log.warning("retention: could not delete the raw recording %s: %s", parts, exc)
+                result.failed += 1
+                continue
+            result.deleted += 1
+            result.freed_bytes += size
+            if parts.suffix != ".partial":
+                await store.mark_raw_recording_deleted(call_id, now)
     if not dry_run and result.recordings:
         log.info(
             "retention: deleted %d recordings (%d bytes) of calls that ended over %g days ago; "
@@ -147,3 +174,33 @@ def _size(path: Path) -> int | None:
 
 def _under(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
+
+
+def _raw_parts_before(root: Path, cutoff: float) -> list[tuple[str, Path, float, int]]:
+    """(call id, path, last write, bytes) of raw recording parts and half-written WAVs
+    (`<call id>.wav.<writer>.partial`) under `root` last written before `cutoff`."""
+    found: list[tuple[str, Path, float, int]] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                parts = [Path(entry.path) / n for n in (CallRecording.CALLER_PART, CallRecording.BOT_PART)]
+                stats = [p.stat() for p in parts if p.exists()]
+                if stats and max(st.st_mtime for st in stats) < cutoff:
+                    last = max(st.st_mtime for st in stats)
+                    found.append((entry.name, Path(entry.path), last, sum(st.st_size for st in stats)))
+            elif entry.name.endswith(".partial") and (st := entry.stat()).st_mtime < cutoff:
+                found.append((entry.name.split(".", 1)[0], Path(entry.path), st.st_mtime, st.st_size))
+        except OSError:
+            continue  # gone meanwhile
+    return sorted(found, key=lambda item: item[2])
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

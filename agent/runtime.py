@@ -29,7 +29,9 @@ from agent.escalation.rules import CompiledRule, compile_rules
 from agent.listen import LEASE_S, ListenHub
 from agent.loop_lag import LoopLagMonitor
 from agent.metrics import Metrics
+from agent.recent_calls import RecentCalls
 from agent.record_writer import RecordWriter
+from agent.recordings import RecordingFinisher
 from agent.recovery import Incarnation, recovery_loop, stop_recovery
 from agent.retention import start_retention, stop_retention
 from agent.security import AddressList, FailureLimiter, StreamTokens, resolve_secret
@@ -86,6 +88,10 @@ class Runtime:
     """This process's Prometheus metrics (its own registry), served at /metrics."""
     writer: RecordWriter = field(init=False)
     """Every call's record writes, kept and retried in order while the store is down."""
+    recordings: RecordingFinisher = field(init=False)
+    """Turns ended calls' raw parts into WAVs, retrying while the disk refuses (agent/recordings.py)."""
+    recent: RecentCalls = field(default_factory=RecentCalls)
+    """Calls answered here lately, known without the store (answered while it was away, say)."""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Work that may outlive its call (webhook notifications); waited for at shutdown."""
     cluster: Cluster | None = None
@@ -106,6 +112,8 @@ class Runtime:
         self.notifier = Notifier(self.tool_http)
         self.metrics = Metrics(self)
         self.writer = RecordWriter(self.store)
+        self.recordings = RecordingFinisher(self.writer, self.recordings_dir)
+        self.recordings.is_live = self.sessions.__contains__
         security = self.settings.service.security
         self.auth_failures = FailureLimiter(security.max_failed_auth, security.failed_auth_window_s)
         self.platform = AddressList(security.platform_ips)
@@ -181,7 +189,12 @@ class Runtime:
         runtime.incarnation = Incarnation(service.cluster.worker_id or default_worker_id())
         runtime.recovery = asyncio.create_task(
             recovery_loop(
-                store, recordings, runtime.incarnation, runtime.cluster, alone=not service.cluster.redis_url
+                store,
+                recordings,
+                runtime.incarnation,
+                runtime.cluster,
+                alone=not service.cluster.redis_url,
+                finisher=runtime.recordings,
             ),
             name="call-recovery",
         )
@@ -211,6 +224,7 @@ class Runtime:
                 task.cancel()
         await stop_retention(self.retention)
         await stop_recovery(self.recovery)
+        await self.recordings.stop()  # raw parts still waiting stay for recovery at the next start
         if self.cluster is not None:
             await self.cluster.close()
         await self.loop_lag.stop()

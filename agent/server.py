@@ -6,6 +6,8 @@ produce a 500. Everything received is stored before it is acted on.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +25,7 @@ from agent.bus import relay
 from agent.client_address import ClientAddressMiddleware, TrustedProxies
 from agent.config import Settings, normalize_number
 from agent.dashboard.routes import install as install_dashboard
+from agent.health import health
 from agent.logs import for_call
 from agent.metrics import CONTENT_TYPE
 from agent.request_body import BodyTooLarge, BodyTooSlow, read_body
@@ -145,15 +148,10 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:
-        """Readiness: 200 while taking calls, 503 while draining (load balancers stop sending work)."""
-        rt = _rt(request)
-        body = {
-            "status": "draining" if rt.draining else "ok",
-            "active_calls": len(rt.sessions),
-            "loop_lag_ms": rt.loop_lag.summary(),
-            "model_queue_depth": rt.executor.queue_depth,
-        }
-        return JSONResponse(body, status_code=503 if rt.draining else 200)
+        """Readiness: 200 while taking calls (`ok`, or `degraded` with the reasons: agent/health.py), 503
+        while draining (load balancers stop sending work)."""
+        body, status = health(_rt(request))  # degraded storage keeps the worker in rotation
+        return JSONResponse(body, status_code=status)
 
     @app.post("/piopiy/answer", openapi_extra=_json_body_doc(AnswerRequest))
     async def answer(request: Request) -> JSONResponse:
@@ -167,21 +165,13 @@ def create_app(
         rt = _authorized(request)
         body = await _json_body(request, rt)
         event = _parse(CallEvent, body, "malformed event")
-        session = rt.session_for_cmiuuid(event.cmiuuid)
-        call_id = session.call_id if session else await rt.store.call_id_for(cmiuuid=event.cmiuuid)
+        call_id = _known_call(rt, event.cmiuuid) or await rt.store.call_id_for(cmiuuid=event.cmiuuid)
         if call_id is None and event.request_id:
             # Outbound calls are known by request_id until PIOPIY tells us their cmiuuid.
             call_id = await rt.store.call_id_for(request_id=event.request_id)
             if call_id and event.cmiuuid:
                 await rt.store.update_call(call_id, cmiuuid=event.cmiuuid)
-        await rt.store.add_event(
-            source="piopiy",
-            status=event.status,
-            payload=body,
-            at=time.time(),
-            call_id=call_id,
-            cmiuuid=event.cmiuuid,
-        )
+        await _store_event(rt, call_id, event.cmiuuid, event.status, body)
         session = rt.session_for_cmiuuid(event.cmiuuid)  # again: the call may have ended while we stored
         if session is not None:
             await session.on_platform_event(event)
@@ -206,16 +196,8 @@ def create_app(
         rt = _authorized(request)
         body = await _json_body(request, rt)
         digits = _parse(DtmfCallback, body, "malformed DTMF callback")
-        session = rt.session_for_cmiuuid(digits.call_uuid)
-        call_id = session.call_id if session else await rt.store.call_id_for(cmiuuid=digits.call_uuid)
-        await rt.store.add_event(
-            source="piopiy",
-            status="dtmf",
-            payload=body,
-            at=time.time(),
-            call_id=call_id,
-            cmiuuid=digits.call_uuid,
-        )
+        call_id = _known_call(rt, digits.call_uuid) or await rt.store.call_id_for(cmiuuid=digits.call_uuid)
+        await _store_event(rt, call_id, digits.call_uuid, "dtmf", body)
         session = rt.session_for_cmiuuid(digits.call_uuid)
         if session is not None:
             await session.on_dtmf(digits.dtmf)
@@ -236,13 +218,14 @@ def create_app(
         return {"total": total, "limit": limit, "offset": offset, "calls": calls}
 
     @app.get("/api/calls/{call_id}")
-    async def get_call(request: Request, call_id: str) -> dict[str, Any]:
+    async def get_call(request: Request, call_id: str) -> Response:
         rt = _authorized(request)
         record = await rt.store.call_record(call_id)
         if record is None:
             raise HttpError(404, "no such call", call_id)
         record["live"] = call_id in rt.sessions
-        return record
+        # Serialized on a thread: a long call's record must not hold up every other call's audio.
+        return Response(await asyncio.to_thread(_json_bytes, record), media_type="application/json")
 
     @app.get("/api/calls/{call_id}/recording")
     async def get_recording(request: Request, call_id: str) -> FileResponse:
@@ -364,8 +347,21 @@ async def _json_body(request: Request, rt: Runtime) -> Any:
         raise HttpError(400, "body is not valid JSON", str(exc)[:200]) from None
 
 
+async def _record_answer(
+    rt: Runtime, call_id: str, row: dict[str, Any], pcmo: Pcmo, reason: dict[str, Any], now: float
+) -> None:
+    """The new call's row and its `answer` action, through the record writer: answered from memory
+    while the store is away, written (in order, before the call's own writes) when it is back."""
+    rt.recent.answered(call_id, row.get("cmiuuid"))
+    await rt.writer.write(call_id, lambda: rt.store.create_call(**row), "call")
+    await rt.writer.write(
+        call_id, lambda: rt.store.add_action(call_id, "answer", pcmo, reason, now), "action"
+    )
+
+
 async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
-    """The PCMO for a new call: stream it to the bot owning the number, or the fallback."""
+    """The PCMO for a new call: stream it to the bot owning the number, or the fallback. It never
+    waits for the store (see `_record_answer`): PIOPIY gets its answer while PostgreSQL restarts."""
     settings = rt.settings
     now = time.time()
     call_id = new_call_id()
@@ -380,10 +376,14 @@ async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
         pcmo = _fallback_pcmo(settings, call.to)
         why = "draining" if rt.draining else "unknown_number"
         log.warning("call %s to %s: %s, answered with the fallback PCMO", call.cmiuuid, call.to, why)
-        await rt.store.create_call(
-            id=call_id, status="unrouted", end_reason=why, ended_at=now, meta={"answer": body}, **common
-        )
-        await rt.store.add_action(call_id, "answer", pcmo, {"rule": why, "number": call.to}, now)
+        row = {
+            "id": call_id,
+            "status": "unrouted",
+            "end_reason": why,
+            "ended_at": now,
+            "meta": {"answer": body},
+        }
+        await _record_answer(rt, call_id, {**row, **common}, pcmo, {"rule": why, "number": call.to}, now)
         rt.metrics.call_ended(bot_name or "unknown", "unrouted")
         return pcmo
     assert bot_name is not None
@@ -398,19 +398,41 @@ async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
             stream_on_answer=opts.stream_on_answer,
         )
     )
-    await rt.store.create_call(
-        id=call_id,
-        bot=bot_name,
-        status="answered",
-        sample_rate=opts.voice_quality,
-        meta={"answer": body},
-        **common,
-    )
-    await rt.store.add_action(
-        call_id, "answer", redact_tokens(pcmo), {"rule": "number_routing", "bot": bot_name}, now
+    row = {"id": call_id, "bot": bot_name, "status": "answered", "sample_rate": opts.voice_quality}
+    reason = {"rule": "number_routing", "bot": bot_name}
+    await _record_answer(
+        rt, call_id, {**row, "meta": {"answer": body}, **common}, redact_tokens(pcmo), reason, now
     )
     log.info("call %s (%s → %s) routed to bot %s as %s", call.cmiuuid, call.from_, call.to, bot_name, call_id)
     return pcmo
+
+
+def _json_bytes(value: Any) -> bytes:
+    """JSON as FastAPI's JSONResponse writes it."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _known_call(rt: Runtime, cmiuuid: str | None) -> str | None:
+    """Our id of a call live or answered here lately, known without the store."""
+    session = rt.session_for_cmiuuid(cmiuuid)
+    return session.call_id if session is not None else rt.recent.call_id(cmiuuid)
+
+
+async def _store_event(rt: Runtime, call_id: str | None, cmiuuid: str | None, status: str, body: Any) -> None:
+    """Store a platform callback. A call known here gets it in its lane of record writes (kept while the
+    store is away, in order with the call's own writes); others need the store now (else a 500, and
+    PIOPIY retries)."""
+    at = time.time()
+
+    async def add() -> None:
+        await rt.store.add_event(
+            source="piopiy", status=status, payload=body, at=at, call_id=call_id, cmiuuid=cmiuuid
+        )
+
+    if call_id is not None and (call_id in rt.sessions or rt.recent.cmiuuid(call_id) is not None):
+        await rt.writer.write(call_id, add, f"piopiy {status}")
+    else:
+        await add()
 
 
 def _fallback_pcmo(settings: Settings, to_number: str) -> Pcmo:

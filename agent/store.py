@@ -7,8 +7,12 @@ still leaves what was said and done. `call_record()` builds the public JSON shap
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import logging
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +34,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+log = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -157,27 +163,101 @@ def iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class StoreUnwritable(OSError):
+    """The SQLite file's shared-memory index (`-shm`) cannot be written: the store is not touched at all
+    (an OSError, so record writes are kept and retried like any outage)."""
+
+
+def _sqlite_shm(url: str) -> Path | None:
+    """The `-shm` file SQLite maps into memory for a WAL database file (None: PostgreSQL or in memory)."""
+    if not url.startswith("sqlite") or url.endswith((":memory:", ":///")):
+        return None
+    return Path(url.split(":///", 1)[1] + "-shm")
+
+
+class _GuardedSessions:
+    """The session factory, behind the SQLite guard: no session starts while `Store.unwritable_reason`
+    says the mapped `-shm` cannot be written (touching it then is a SIGBUS, not an error)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._maker = async_sessionmaker(store.engine, expire_on_commit=False)
+
+    def __call__(self) -> AsyncSession:
+        self._store.check_writable()
+        return self._maker()
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session in a transaction (`async with store._session.begin() as s`)."""
+        self._store.check_writable()
+        return self._maker.begin()
+
+
 class Store:
-    """Async access to call records. One per process; safe to share between calls."""
+    """Async access to call records. One per process; safe to share between calls.
+
+    A SQLite database in WAL mode keeps its shared index in `<file>-shm`, mapped into memory by every
+    connection; once that file cannot be written (made immutable or read-only, a file system remounted
+    read-only after an error), the next read or write through the mapping kills the process with
+    SIGBUS instead of failing. So every session first checks that the file is writable (one access()
+    call) and raises `StoreUnwritable` when it is not: the service degrades and retries instead of dying.
+    """
 
     def __init__(self, url: str, *, base_dir: Path | None = None) -> None:
         self.url = async_url(url, base_dir)
         self.engine: AsyncEngine = _engine(self.url)
-        self._session = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._shm = _sqlite_shm(self.url)
+        self._session = _GuardedSessions(self)
+        self.left_open = False
+        """True when `close` could not close the SQLite connections safely (see `close`)."""
+
+    def unwritable_reason(self) -> str | None:
+        """Why the store must not be touched now (SQLite's `-shm` not writable), or None."""
+        if self._shm is None or os.access(self._shm, os.W_OK) or not self._shm.exists():
+            return None
+        return f"{self._shm} is not writable (read-only or immutable); the database is not touched"
+
+    def check_writable(self) -> None:
+        """Raise StoreUnwritable when the store must not be touched now (see the class docstring)."""
+        reason = self.unwritable_reason()
+        if reason is not None:
+            raise StoreUnwritable(errno.EROFS, reason)
+
+    @asynccontextmanager
+    async def _begin_engine(self) -> AsyncIterator[Any]:
+        self.check_writable()
+        async with self.engine.begin() as conn:
+            yield conn
 
     async def init(self) -> None:
         """Create the tables when they do not exist."""
-        async with self.engine.begin() as conn:
+        async with self._begin_engine() as conn:
             await conn.run_sync(Base.metadata.create_all)
 
     async def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pool. Closing the last connection to a SQLite file checkpoints it
+        through the `-shm` mapping: while that file cannot be written the connections are left open
+        (`left_open`; `hotline serve` then exits without running their finalizers)."""
+        reason = self.unwritable_reason()
+        if reason is not None:
+            self.left_open = True
+            log.error("the store's connections are left open: %s", reason)
+            return
         await self.engine.dispose()
 
     async def create_call(self, **fields: Any) -> None:
-        """Insert a call row (fields of CallRow)."""
+        """Insert a call row (fields of CallRow). When the row exists already (a stream that reached
+        another worker first while the store was away), fill in what it lacks and add to its meta."""
         async with self._session.begin() as s:
-            s.add(CallRow(**fields))
+            row = await s.get(CallRow, fields["id"], with_for_update=True)
+            if row is None:
+                s.add(CallRow(**fields))
+                return
+            for key, value in fields.items():
+                if key == "meta":
+                    row.meta = {**(value or {}), **(row.meta or {})}
+                elif getattr(row, key) is None:
+                    setattr(row, key, value)
 
     async def ensure_call(self, call_id: str, **fields: Any) -> None:
         """Insert the call unless it exists (a stream can arrive for a call whose answer we did not see)."""
@@ -337,6 +417,39 @@ class Store:
             row.recording_path = None
             row.meta = {**(row.meta or {}), "recording_deleted_at": iso(deleted_at)}
             return True
+
+    async def set_recording(self, call_id: str, path: str) -> bool:
+        """The call's WAV is at `path` (finished after its hang-up): set it and drop
+        `meta.recording_pending`. False when the call is unknown."""
+        async with self._session.begin() as s:
+            row = await s.get(CallRow, call_id, with_for_update=True)
+            if row is None:
+                return False
+            row.recording_path = path
+            row.meta = {k: v for k, v in (row.meta or {}).items() if k != "recording_pending"}
+            return True
+
+    async def mark_raw_recording_deleted(self, call_id: str, deleted_at: float) -> bool:
+        """Retention removed the raw parts of a recording that never became a WAV: say so in the record
+        (`meta.recording_deleted_at`). False when the call is unknown or names a recording."""
+        async with self._session.begin() as s:
+            row = await s.get(CallRow, call_id, with_for_update=True)
+            if row is None or row.recording_path:
+                return False
+            meta = {k: v for k, v in (row.meta or {}).items() if k != "recording_pending"}
+            row.meta = {**meta, "recording_deleted_at": iso(deleted_at)}
+            return True
+
+    async def recording_states(self, call_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Status, recording path and sample rate of these calls (unknown ones are left out)."""
+        if not call_ids:
+            return {}
+        query = select(CallRow.id, CallRow.status, CallRow.recording_path, CallRow.sample_rate).where(
+            CallRow.id.in_(call_ids)
+        )
+        async with self._session() as s:
+            rows = (await s.execute(query)).all()
+        return {i: {"status": st, "recording_path": p, "sample_rate": r} for i, st, p, r in rows}
 
     async def calls_left_active(self) -> list[dict[str, Any]]:
         """Calls still `active` (live, or left so by a worker that died): id, meta, times, sample rate."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -11,6 +12,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from agent.call import CallSession
 from agent.logs import for_call
+from agent.record_writer import store_unreachable
 from agent.runtime import Runtime
 from agent.security import TokenError
 from agent.telephony.piopiy import StreamDecoder
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
+STORE_READ_S = 1.0
+"""How long a new stream waits for the store to tell its call's cmiuuid (the call goes on without)."""
 
 
 async def stream_socket(ws: WebSocket) -> None:
@@ -48,22 +52,24 @@ async def stream_socket(ws: WebSocket) -> None:
         await ws.close(POLICY_VIOLATION, why)
         return
 
-    await runtime.store.ensure_call(
-        call_id,
-        bot=bot_name,
-        from_number=q.get("from"),
-        to_number=q.get("to"),
-        status="answered",
-        started_at=time.time(),
-        sample_rate=bot.stream.voice_quality,
-    )
+    row = {
+        "bot": bot_name,
+        "from_number": q.get("from"),
+        "to_number": q.get("to"),
+        "status": "answered",
+        "started_at": time.time(),
+        "sample_rate": bot.stream.voice_quality,
+    }
+    # In the call's lane of writes (after answer_url's, when it was answered here): never waits for a
+    # store that is away.
+    await runtime.writer.write(call_id, lambda: runtime.store.ensure_call(call_id, **row), "call")
     session = CallSession(
         runtime,
         call_id=call_id,
         bot_name=bot_name,
         bot=bot,
         send_text=ws.send_text,
-        cmiuuid=await runtime.store.cmiuuid_of(call_id),
+        cmiuuid=await _cmiuuid_of(runtime, call_id),
         caller_number=q.get("from", ""),
         called_number=q.get("to", ""),
     )
@@ -104,3 +110,19 @@ async def stream_socket(ws: WebSocket) -> None:
         runtime.metrics.error(bot_name, "stream", reason)
     finally:
         await session.close(reason, dropped=dropped)
+
+
+async def _cmiuuid_of(runtime: Runtime, call_id: str) -> str | None:
+    """PIOPIY's id of the call: known here when this worker answered it, else from the store (None while
+    the store is away: a text frame or an event may still tell it)."""
+    known = runtime.recent.cmiuuid(call_id)
+    if known is not None:
+        return known
+    try:
+        async with asyncio.timeout(STORE_READ_S):
+            return await runtime.store.cmiuuid_of(call_id)
+    except Exception as exc:
+        if not store_unreachable(exc):
+            raise
+        log.warning("call %s: its cmiuuid is unknown for now (the store is away: %s)", call_id, exc)
+        return None

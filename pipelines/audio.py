@@ -5,6 +5,7 @@ All PCM here is signed 16-bit little-endian ("int16"), mono unless a name says o
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import wave
@@ -313,22 +314,34 @@ class CallRecording:
         path.parent.mkdir(parents=True, exist_ok=True)
         caller_path, bot_path = self.directory / self.CALLER_PART, self.directory / self.BOT_PART
         total = max(self._caller_samples, self._bot_samples)
-        tmp = path.with_name(path.name + ".partial")
-        # Written under a temporary name, then renamed: a crash here leaves the raw parts intact.
-        with open(caller_path, "rb") as left, open(bot_path, "rb") as right, wave.open(str(tmp), "wb") as wav:
-            wav.setnchannels(2)
-            wav.setsampwidth(2)
-            wav.setframerate(self.sample_rate)
-            done = 0
-            while done < total:
-                n = min(self._CHUNK_SAMPLES, total - done)
-                frames = np.zeros((n, 2), dtype="<i2")
-                for channel, source in enumerate((left, right)):
-                    chunk = np.frombuffer(source.read(2 * n), dtype="<i2")
-                    frames[: chunk.size, channel] = chunk
-                wav.writeframes(frames.tobytes())
-                done += n
-        os.replace(tmp, path)
+        # Written under a temporary name of its own (two processes may finish the same parts), then
+        # renamed: a crash or a full disk here leaves the raw parts intact for another try.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}-{id(self):x}.partial")
+        try:
+            # The file is opened first: wave.open on a path it cannot create leaves a broken object.
+            with (
+                open(caller_path, "rb") as left,
+                open(bot_path, "rb") as right,
+                open(tmp, "wb") as out,
+                wave.open(out, "wb") as wav,
+            ):
+                wav.setnchannels(2)
+                wav.setsampwidth(2)
+                wav.setframerate(self.sample_rate)
+                done = 0
+                while done < total:
+                    n = min(self._CHUNK_SAMPLES, total - done)
+                    frames = np.zeros((n, 2), dtype="<i2")
+                    for channel, source in enumerate((left, right)):
+                        chunk = np.frombuffer(source.read(2 * n), dtype="<i2")
+                        frames[: chunk.size, channel] = chunk
+                    wav.writeframes(frames.tobytes())
+                    done += n
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
         caller_path.unlink(missing_ok=True)
         bot_path.unlink(missing_ok=True)
         self._final = path

@@ -234,6 +234,8 @@ class StreamMetadata:
 
     call_uuid: str | None
     data: dict[str, Any] = field(default_factory=dict)
+    size: int = 0
+    """The frame's length in UTF-8 bytes (records keep a bounded amount of text)."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ class UnknownText:
     """A text frame that is neither a UUID nor a JSON object: logged, never fatal."""
 
     text: str
+    size: int = 0
+    """The frame's length in UTF-8 bytes (`text` holds at most its first 200 characters)."""
 
 
 class StreamDecoder:
@@ -267,22 +271,23 @@ class StreamDecoder:
     def feed_text(self, text: str) -> StreamMetadata | UnknownText:
         """Classify a text frame: a call UUID, JSON metadata, or junk."""
         self.text_frames += 1
+        size = len(text.encode("utf-8", "surrogatepass"))
         stripped = text.strip()
         try:
-            return StreamMetadata(call_uuid=str(uuid.UUID(stripped)))
+            return StreamMetadata(call_uuid=str(uuid.UUID(stripped)), size=size)
         except ValueError:
             pass
         try:
             data = strict_json(stripped)
         except (ValueError, RecursionError):  # RecursionError: '[[[[…' nested deeper than the stack
-            return UnknownText(text[:200])
+            return UnknownText(text[:200], size)
         if not isinstance(data, dict):
-            return UnknownText(text[:200])
+            return UnknownText(text[:200], size)
         call = data.get("cmiuuid") or data.get("call_uuid") or data.get("uuid") or data.get("call_id")
         call_id = str(call) if isinstance(call, (str, int)) and not isinstance(call, bool) else ""
         # Kept as the call's cmiuuid: a printable id that fits the column, else only in the metadata.
         usable = len(call_id) <= 128 and call_id.isprintable()
-        return StreamMetadata(call_uuid=call_id if call_id and usable else None, data=data)
+        return StreamMetadata(call_uuid=call_id if call_id and usable else None, data=data, size=size)
 
 
 def encode_stream_audio(audio: bytes, sample_rate: int, audio_type: AudioDataType = "raw") -> str:

@@ -285,6 +285,48 @@ async def test_purge_leaves_recordings_of_other_hosts_alone(history: History, tm
         await store.close()
 
 
+async def test_purge_removes_raw_parts_that_never_became_a_wav(history: History) -> None:
+    """A recording the disk never took stays in raw parts: retention removes them once their last write
+    is past the cutoff (the record says so), and a WAV half-written by a crash; recent parts stay."""
+    store = Store(history.url)
+    try:
+        old, recent = NOW - 20 * DAY, NOW - DAY
+        pending = {
+            "recording_pending": {"since": "…", "error": "OSError: [Errno 28] No space left on device"}
+        }
+        await store.create_call(
+            id="c_raw_old", status="completed", started_at=old - 60, ended_at=old, meta=pending
+        )
+        await store.create_call(
+            id="c_raw_recent", status="completed", started_at=recent - 60, ended_at=recent
+        )
+        for call_id, at in (("c_raw_old", old), ("c_raw_recent", recent)):
+            parts = history.recordings / call_id
+            parts.mkdir(parents=True)
+            for name in ("caller.raw", "bot.raw"):
+                (parts / name).write_bytes(b"\x00\x00" * 800)
+                os.utime(parts / name, (at, at))
+        half = history.recordings / f"{A}.wav.4242-7f00.partial"
+        half.write_bytes(b"RIFF")
+        os.utime(half, (old, old))
+
+        dry = await purge_recordings(store, 7, root=history.recordings, dry_run=True)
+        assert sorted(r.call_id for r in dry.recordings if r.raw) == sorted(["c_raw_old", A])
+        assert (history.recordings / "c_raw_old").is_dir() and half.exists()
+        done = await purge_recordings(store, 7, root=history.recordings)
+        assert done.failed == 0 and not (history.recordings / "c_raw_old").exists() and not half.exists()
+        assert (history.recordings / "c_raw_recent" / "caller.raw").exists()
+        record = await store.call_record("c_raw_old")
+        assert record is not None and record["recording"] is None
+        assert (
+            record["meta"]["recording_deleted_at"].endswith("Z") and "recording_pending" not in record["meta"]
+        )
+        untouched = await store.call_record("c_raw_recent")
+        assert untouched is not None and untouched["meta"] == {}
+    finally:
+        await store.close()
+
+
 def test_purge_takes_the_configured_retention(history: History, capsys: pytest.CaptureFixture[str]) -> None:
     assert history.run("purge") == 1
     assert "storage.retention_days is not set" in capsys.readouterr().err

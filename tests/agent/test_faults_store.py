@@ -220,3 +220,52 @@ async def test_a_call_goes_on_while_the_database_is_away_and_its_record_is_compl
     assert await metric(service, "hotline_record_writes_late_total") > 0
     assert await metric(service, "hotline_record_writes_dropped_total") == 0
     await assert_call_left_nothing(runtime, call_id, baseline)
+
+
+async def test_a_call_that_starts_while_the_database_is_away_is_answered_and_fully_recorded(
+    service: Service, proxy: TcpProxy
+) -> None:
+    """PostgreSQL away when PIOPIY posts answer_url and for the first seconds of the stream. answer_url:
+    200 with the bot's stream PCMO, answered from memory. Caller hears: the greeting, then the answer to
+    their question. Record, once the database is back: the call row (cmiuuid, answer body), the `answer`
+    action, PIOPIY's events posted during the outage, the turns, `stream/connected` to `stream/closed`,
+    status `completed`; the writes in the order they were made, none dropped."""
+    proxy.restore()
+    runtime = runtime_of(service)
+    await eventually(lambda: runtime.writer.pending == 0, "the service idle")
+    baseline = await task_names(runtime)
+    sim = PiopiySimulator(service.url, webhook_secret=WEBHOOK_SECRET)  # events and the CDR too
+    proxy.cut()
+    cut_at = time.monotonic()
+    async with await sim.place_call(to_number=SUPPORT_NUMBER) as call:
+        assert [a["action"] for a in call.pcmo] == ["stream"]
+        call_id = call_id_of(call.pcmo)
+        await call.wait_for_bot_audio(timeout=15)  # the greeting
+        assert all(p.status == 200 for p in call.posts)  # in_answered, stream_connected: kept too
+        assert runtime.writer.pending > 0 and runtime.writer.waiting_calls == 1
+        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
+        proxy.restore()
+        await call.wait_until_bot_silent(quiet_s=0.8, timeout=30)
+        await call.say_pcm(caller_says("What are your opening hours?"), 8000)
+        await call.wait_for_bot_audio(timeout=15, since=call.now())
+        await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
+    await eventually(lambda: runtime.writer.pending == 0, "the kept writes written", timeout=30)
+    record = await in_service(runtime, lambda: runtime.store.call_record(call_id))
+    assert record is not None and record["status"] == "completed" and record["end_reason"] == "caller_hangup"
+    assert record["cmiuuid"] == call.cmiuuid and record["meta"]["answer"]["cmiuuid"] == call.cmiuuid
+    assert record["bot"] == "support_desk" and record["sample_rate"] == 8000
+    assert [a["type"] for a in record["actions"]] == ["answer"]
+    assert [t["role"] for t in record["turns"]] == ["bot", "caller", "bot"]
+    assert "nine in the morning" in record["turns"][2]["text"]
+    events = [(e["source"], e["status"]) for e in record["events"]]
+    # PIOPIY's stream and hangup events race ours: posted as the socket opens and closes.
+    assert sorted(events) == sorted(
+        [("piopiy", "in_answered"), ("stream", "connected"), ("piopiy", "stream_connected"),
+         ("stream", "closed"), ("piopiy", "STREAM_DISCONNECTED"), ("piopiy", "hangup")]
+    )  # fmt: skip
+    assert events[0] == ("piopiy", "in_answered")  # posted before the socket opened: first in the lane
+    assert events.index(("stream", "connected")) < events.index(("stream", "closed"))
+    assert record["recording"] is not None and record["cdr"][0]["status"] == "answered"
+    assert await metric(service, "hotline_record_writes_late_total") > 0
+    assert await metric(service, "hotline_record_writes_dropped_total") == 0
+    await assert_call_left_nothing(runtime, call_id, baseline)

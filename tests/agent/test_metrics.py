@@ -108,7 +108,8 @@ def test_live_values_are_read_at_scrape_time() -> None:
         settings=SimpleNamespace(bots={"support_desk": None, "order_line": None}),
         loop_lag=lag,
         executor=SimpleNamespace(queue_depth=3),
-        writer=SimpleNamespace(pending=7, written_late=2, dropped=1),
+        writer=SimpleNamespace(pending=7, written_late=2, dropped=1, failed_attempts=6),
+        recordings=SimpleNamespace(pending=2, failures=3),
         cluster=SimpleNamespace(dropped=4, audio_dropped=5),
     )
     m = Metrics(runtime)  # type: ignore[arg-type]
@@ -117,6 +118,9 @@ def test_live_values_are_read_at_scrape_time() -> None:
     assert value(text, "hotline_record_writes_late_total") == 2
     assert value(text, "hotline_record_writes_dropped_total") == 1
     assert value(text, "hotline_live_events_unshared_total") == 9
+    assert value(text, "hotline_store_write_failures_total") == 6
+    assert value(text, "hotline_recording_finalizes_pending") == 2
+    assert value(text, "hotline_recording_write_failures_total") == 3
     assert value(text, "hotline_active_calls", bot="support_desk") == 1
     assert value(text, "hotline_active_calls", bot="order_line") == 0
     assert value(text, "hotline_event_loop_lag_seconds", quantile="0.5") == pytest.approx(0.001)

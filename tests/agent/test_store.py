@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -114,3 +116,58 @@ async def test_list_calls_filters_and_pages(store: Store) -> None:
     assert total == 5 and [c["call_id"] for c in calls] == ["c_4", "c_3"]
     total, calls = await store.list_calls(bot="order_line")
     assert total == 2 and {c["call_id"] for c in calls} == {"c_1", "c_3"}
+
+
+IMMUTABLE_SHM = """
+import asyncio, os, subprocess, sys, time
+from agent.store import Store, StoreUnwritable
+
+async def main(db: str) -> None:
+    store = Store(f"sqlite:///{db}")
+    await store.init()
+    await store.create_call(id="c_1", status="active", started_at=time.time())
+    shm = db + "-shm"
+    fd = os.open(shm, os.O_RDONLY)
+    os.fsync(fd)  # the mapped pages are clean: the next write through the mapping faults
+    os.close(fd)
+    subprocess.run(["chattr", "+i", shm], check=True)
+    try:
+        time.sleep(0.2)
+        assert store.unwritable_reason() is not None
+        for attempt in (store.call_record("c_1"), store.update_call("c_1", status="completed")):
+            try:
+                await attempt
+            except StoreUnwritable:
+                continue
+            raise AssertionError("the store was touched")
+        await store.close()  # declined: closing would checkpoint through the mapping
+        assert store.left_open
+    finally:
+        subprocess.run(["chattr", "-i", shm], check=True)
+    store.left_open = False
+    await store.update_call("c_1", status="completed")
+    assert (await store.call_record("c_1"))["status"] == "completed"
+    await store.close()
+    print("survived")
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_an_immutable_sqlite_shm_is_refused_instead_of_crashing_the_process(tmp_path: Path) -> None:
+    """SQLite maps `<db>-shm` into memory; once it cannot be written (chattr +i, a file system gone
+    read-only), touching it kills the process with SIGBUS. The store refuses instead (StoreUnwritable,
+    an OSError the record writer retries) and works again once the file is writable. In a child
+    process, so that a SIGBUS fails the test instead of ending the test run."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    if subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode != 0:
+        pytest.skip("needs chattr and CAP_LINUX_IMMUTABLE on an ext2/3/4-like file system")
+    subprocess.run(["chattr", "-i", str(probe)], check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", IMMUTABLE_SHM, str(tmp_path / "h.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0 and "survived" in child.stdout, (child.returncode, child.stderr[-2000:])
