@@ -1,4 +1,4 @@
-"""The `hotline` command: serve, check, call, replay."""
+"""The `hotline` command: serve, check, call, replay, calls, apikey, passwd."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agent import calls_cli, replay_cli
+from agent import apikey_cli, calls_cli, replay_cli
 from agent.config import Settings, load_settings, normalize_number
 from agent.dashboard import passwd
 from agent.logs import setup_logging
@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     replay_cli.add_parser(sub)
     calls_cli.add_parser(sub)
+    apikey_cli.add_parser(sub)
     passwd.add_parser(sub)
 
     args = parser.parse_args(argv)
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return replay_cli.run(settings, args)
     if args.command == "calls":
         return calls_cli.run(settings, args)
+    if args.command == "apikey":
+        return apikey_cli.run(settings, args)
     return asyncio.run(_call(settings, args))
 
 
