@@ -48,6 +48,7 @@ from agent.telephony.piopiy_webhooks import (
     DtmfCallback,
     parse_body,
 )
+from agent.url_guard import NulGuard
 from agent.yamlfile import ConfigError
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def create_app(
                 await app.state.runtime.stop()
 
     app = FastAPI(title="Hotline", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(NulGuard)  # a 400 before any route: no store holds a NUL (agent/url_guard.py)
 
     @app.exception_handler(HttpError)
     async def _http_error(request: Request, exc: HttpError) -> JSONResponse:
