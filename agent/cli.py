@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found.", file=sys.stderr)
         return 1
+    if args.command in ("check", "serve") and (keys_problem := _env_keys_problem(settings)):
+        print(keys_problem, file=sys.stderr)  # at once, not after the models have loaded
+        return 1
     if args.command == "check":
         return _check(settings)
     if args.command == "serve":
@@ -76,6 +79,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "apikey":
         return apikey_cli.run(settings, args)
     return asyncio.run(_call(settings, args))
+
+
+def _env_keys_problem(settings: Settings) -> str | None:
+    """What is wrong with the API keys in the environment (security.api_keys_env), if anything."""
+    from agent.api_keys import parse_env_keys
+
+    env_name = settings.service.security.api_keys_env
+    try:
+        parse_env_keys(os.environ.get(env_name, ""), env_name)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _check(settings: Settings) -> int:

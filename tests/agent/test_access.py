@@ -161,7 +161,15 @@ def test_keys_made_with_the_cli_open_the_api_on_every_worker_until_revoked(
     assert status == 0 and again.strip() != key
 
 
-def test_keys_in_the_environment_are_checked_at_start() -> None:
+def test_keys_in_the_environment_are_checked_at_start(
+    workers: tuple[Service, Service], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOTLINE_API_KEYS", "ops:short")
+    for command in ("check", "serve"):  # refused before any model loads
+        assert hotline(["--config", str(workers[0].settings.config_path), command]) == 1
+        assert "HOTLINE_API_KEYS, entry 1 (ops): the key must be at least 24" in capsys.readouterr().err
+    monkeypatch.undo()
+
     assert parse_env_keys(" ops:" + "k" * 24 + " , grafana:" + "g" * 30, "HOTLINE_API_KEYS") == {
         "ops": key_hash("k" * 24),
         "grafana": key_hash("g" * 30),
