@@ -65,8 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found.", file=sys.stderr)
         return 1
-    if args.command in ("check", "serve") and (keys_problem := _env_keys_problem(settings)):
-        print(keys_problem, file=sys.stderr)  # at once, not after the models have loaded
+    if args.command in ("check", "serve") and (env_problem := _secrets_problem(settings)):
+        print(env_problem, file=sys.stderr)  # at once, not after the models have loaded
         return 1
     if args.command == "check":
         return _check(settings)
@@ -81,15 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(_call(settings, args))
 
 
-def _env_keys_problem(settings: Settings) -> str | None:
-    """What is wrong with the API keys in the environment (security.api_keys_env), if anything."""
+def _secrets_problem(settings: Settings) -> str | None:
+    """What is wrong with the API keys or the session secret set in the environment, if anything."""
     from agent.api_keys import parse_env_keys
+    from agent.dashboard.auth import MIN_SECRET_CHARS
 
-    env_name = settings.service.security.api_keys_env
+    security = settings.service.security
     try:
-        parse_env_keys(os.environ.get(env_name, ""), env_name)
+        parse_env_keys(os.environ.get(security.api_keys_env, ""), security.api_keys_env)
     except ValueError as exc:
         return str(exc)
+    session_secret = os.environ.get(security.session_secret_env)
+    if session_secret and len(session_secret) < MIN_SECRET_CHARS:
+        return f"{security.session_secret_env} must be at least {MIN_SECRET_CHARS} characters"
     return None
 
 

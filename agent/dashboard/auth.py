@@ -19,6 +19,7 @@ COOKIE = "hotline_session"
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 """What `secrets.token_urlsafe(32)` makes: the only session ids we issue."""
 MAC = re.compile(r"[0-9a-f]{64}")
+MIN_SECRET_CHARS = 16
 
 
 def hash_password(password: str, *, iterations: int = ITERATIONS, salt: bytes | None = None) -> str:
@@ -56,7 +57,9 @@ class SessionSigner:
 
     @classmethod
     def from_secret(cls, session_secret: str) -> SessionSigner:
-        """The signer of a service whose dashboard session secret is `session_secret`."""
+        """The signer of a service whose dashboard session secret is `session_secret` (16+ characters)."""
+        if len(session_secret) < MIN_SECRET_CHARS:
+            raise ValueError(f"the dashboard session secret must be at least {MIN_SECRET_CHARS} characters")
         return cls(hmac.new(session_secret.encode(), b"hotline dashboard session", hashlib.sha256).digest())
 
     def _mac(self, purpose: str, text: str) -> str:

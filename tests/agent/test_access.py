@@ -169,6 +169,12 @@ def test_keys_in_the_environment_are_checked_at_start(
         assert hotline(["--config", str(workers[0].settings.config_path), command]) == 1
         assert "HOTLINE_API_KEYS, entry 1 (ops): the key must be at least 24" in capsys.readouterr().err
     monkeypatch.undo()
+    monkeypatch.setenv("HOTLINE_SESSION_SECRET", "short")
+    assert hotline(["--config", str(workers[0].settings.config_path), "check"]) == 1
+    assert "HOTLINE_SESSION_SECRET must be at least 16 characters" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="at least 16"):
+        SessionSigner.from_secret("short")
+    monkeypatch.undo()
 
     assert parse_env_keys(" ops:" + "k" * 24 + " , grafana:" + "g" * 30, "HOTLINE_API_KEYS") == {
         "ops": key_hash("k" * 24),
@@ -269,13 +275,13 @@ def test_a_session_expires_server_side_whatever_the_cookie_says(workers: tuple[S
 async def test_sessions_are_signed_with_their_own_key_and_held_by_the_store(store: Store) -> None:  # noqa: F811
     access = AccessStore(store)
     await access.init()
-    sessions = DashboardSessions(SessionSigner.from_secret("session secret"), access)
+    sessions = DashboardSessions(SessionSigner.from_secret("the session secret"), access)
     cookie = await sessions.open("sam", 600, now=1000)
     signed_in = await sessions.signed_in(cookie, 600, now=1599)
     assert signed_in is not None and signed_in.user == "sam"
     assert await sessions.signed_in(cookie, 600, now=1601) is None  # expired
     assert await sessions.signed_in(cookie, 300, now=1400) is None  # session_ttl_s lowered since the login
-    other = DashboardSessions(SessionSigner.from_secret("webhook secret"), access)
+    other = DashboardSessions(SessionSigner.from_secret("another secret, the webhook's"), access)
     assert await other.signed_in(cookie, 600, now=1001) is None  # another key: not our cookie
     session_id, _, mac = cookie.partition(".")
     assert await sessions.signed_in(f"{session_id}.{'0' * 64}", 600, now=1001) is None
