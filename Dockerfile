@@ -3,7 +3,7 @@
 # time) and the shipped bots. Build and run (see README, "Deployment"):
 #   docker build -t hotline .
 #   docker run --rm -p 8080:8080 -v hotline-var:/app/var \
-#     -e HOTLINE_WEBHOOK_SECRET=… -e HOTLINE_STREAM_SECRET=… hotline
+#     -e HOTLINE_WEBHOOK_SECRET=… -e HOTLINE_STREAM_SECRET=… -e HOTLINE_SESSION_SECRET=… hotline
 # tests/agent/test_deploy.py keeps this file honest against the code (ports, paths, command, config).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm

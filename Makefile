@@ -57,7 +57,7 @@ test: lint unit
 bench: setup-dev debs
 	$(BIN)/python -m bench
 
-# The fuzzers at full size (>= 10,000 cases per surface; `make test` runs them small): about 45 minutes.
+# The fuzzers at full size (>= 10,000 cases per surface; `make test` runs them small): about an hour.
 # Figures (cases, crashes, unhandled exceptions, seconds per surface) go to bench/results/fuzz.json.
 fuzz: setup-dev
 	HOTLINE_FUZZ=full HOTLINE_FUZZ_RESULTS=bench/results/fuzz.json $(BIN)/python -m pytest -q tests/fuzz

@@ -1,4 +1,4 @@
-"""The `hotline` command: serve, check, call, replay."""
+"""The `hotline` command: serve, check, call, replay, calls, apikey, passwd."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from agent import calls_cli, replay_cli
+from agent import apikey_cli, calls_cli, replay_cli
 from agent.config import Settings, load_settings, normalize_number
 from agent.dashboard import passwd
 from agent.logs import setup_logging
@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     replay_cli.add_parser(sub)
     calls_cli.add_parser(sub)
+    apikey_cli.add_parser(sub)
     passwd.add_parser(sub)
 
     args = parser.parse_args(argv)
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found.", file=sys.stderr)
         return 1
+    if args.command in ("check", "serve") and (env_problem := _secrets_problem(settings)):
+        print(env_problem, file=sys.stderr)  # at once, not after the models have loaded
+        return 1
     if args.command == "check":
         return _check(settings)
     if args.command == "serve":
@@ -72,7 +76,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return replay_cli.run(settings, args)
     if args.command == "calls":
         return calls_cli.run(settings, args)
+    if args.command == "apikey":
+        return apikey_cli.run(settings, args)
     return asyncio.run(_call(settings, args))
+
+
+def _secrets_problem(settings: Settings) -> str | None:
+    """What is wrong with the API keys or the session secret set in the environment, if anything."""
+    from agent.api_keys import parse_env_keys
+    from agent.dashboard.auth import MIN_SECRET_CHARS
+
+    security = settings.service.security
+    try:
+        parse_env_keys(os.environ.get(security.api_keys_env, ""), security.api_keys_env)
+    except ValueError as exc:
+        return str(exc)
+    session_secret = os.environ.get(security.session_secret_env)
+    if session_secret and len(session_secret) < MIN_SECRET_CHARS:
+        return f"{security.session_secret_env} must be at least {MIN_SECRET_CHARS} characters"
+    return None
 
 
 def _check(settings: Settings) -> int:

@@ -58,8 +58,8 @@ class ServerConfig(Strict):
     )
     metrics_public: bool = Field(
         default=False,
-        description="Serve GET /metrics without the webhook secret (for scrapers that cannot send it; "
-        "keep the port off the internet then). False: it needs the secret like /api/*.",
+        description="Serve GET /metrics without an API key (for scrapers that cannot send one; "
+        "keep the port off the internet then). False: it needs an API key like /api/*.",
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,
@@ -112,8 +112,18 @@ class ServerConfig(Strict):
 class SecurityConfig(Strict):
     """Names of the environment variables holding secrets (never the secrets themselves), and limits."""
 
-    webhook_secret_env: str = Field(default="HOTLINE_WEBHOOK_SECRET", pattern=ENV_NAME)
+    webhook_secret_env: str = Field(
+        default="HOTLINE_WEBHOOK_SECRET", pattern=ENV_NAME, description="PIOPIY's webhooks (/piopiy/*) only."
+    )
     stream_secret_env: str = Field(default="HOTLINE_STREAM_SECRET", pattern=ENV_NAME)
+    session_secret_env: str = Field(
+        default="HOTLINE_SESSION_SECRET", pattern=ENV_NAME, description="Signs dashboard session cookies."
+    )
+    api_keys_env: str = Field(
+        default="HOTLINE_API_KEYS",
+        pattern=ENV_NAME,
+        description="API keys for /api/* and /metrics as `name:key,name:key` (besides `hotline apikey add`).",
+    )
     stream_token_ttl_s: int = Field(default=600, ge=10, le=86400)
     max_body_bytes: int = Field(default=65536, ge=1024)
     max_frame_bytes: int = Field(default=262144, ge=4096, description="Larger stream frames close with 1009.")
@@ -218,6 +228,16 @@ class PiopiyConfig(Strict):
     region: Literal["global", "ind"] = "global"
 
 
+class OutboundHttpConfig(Strict):
+    """How the bots' HTTP tools and `notify` webhooks reach their backends."""
+
+    env_proxy: bool = Field(
+        default=False,
+        description="Go through the proxies HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (and NO_PROXY) of the "
+        "environment. False: always direct, whatever the environment says. Read at start-up.",
+    )
+
+
 class UnknownNumberConfig(Strict):
     """What a caller hears when PIOPIY sends a number no bot owns: a line, then a desk or a hangup."""
 
@@ -264,6 +284,7 @@ class ServiceConfig(Strict):
     piopiy: PiopiyConfig = Field(default_factory=PiopiyConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    outbound_http: OutboundHttpConfig = Field(default_factory=OutboundHttpConfig)
     prompts_dir: Path = Path("prompts")
     numbers: dict[str, str] = Field(
         default_factory=dict, description="PIOPIY number → bot (prompts/<bot>.yaml)"

@@ -5,6 +5,10 @@
     hotline replay angry.yaml --expect stricter.yaml --url http://127.0.0.1:8080
     hotline replay tests/calls/new.yaml --record-from http://127.0.0.1:8080 c_5f0c…   # make a fixture
 
+With --url or --record-from, the service's records are read through its API with the key in
+HOTLINE_API_KEY (`hotline apikey add replay` on that service); PIOPIY's side of a call uses the
+webhook secret of this config (its env var, or var/secrets/).
+
 Exit status: 0 when every expectation holds, 1 when one fails (the diff is printed), 2 on bad input.
 """
 
@@ -41,29 +45,39 @@ def add_parser(sub: Any) -> None:
     replay.add_argument("--bot", help="the bot to call (overrides the scenario's; needed for a WAV)")
     replay.add_argument("--expect", metavar="FILE", help="expectations YAML (overrides the scenario's)")
     replay.add_argument("--speed", default=None, help="caller pacing: 1, 2 or max (default: the scenario's)")
-    replay.add_argument("--url", help="a running service (default: serve this config in-process)")
+    replay.add_argument(
+        "--url", help="a running service (default: serve this config in-process); needs HOTLINE_API_KEY"
+    )
     replay.add_argument("--out", metavar="DIR", help="report directory (default: var/replays/NAME-TIME)")
     replay.add_argument(
         "--record-from",
         nargs=2,
         metavar=("URL", "CALL_ID"),
-        help="write CALL as a new scenario from a stored call of the service at URL, then stop",
+        help="write CALL as a new scenario from a stored call of the service at URL (needs "
+        "HOTLINE_API_KEY), then stop",
     )
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Carry out `hotline replay`."""
-    from agent.testing.scenario_run import service_secret
+    from agent.testing.scenario_run import client_api_key
 
     if args.record_from:
         from agent.testing.fixture_from_call import write_fixture
 
         url, call_id = args.record_from
-        written = asyncio.run(write_fixture(url, service_secret(settings), call_id, Path(args.call)))
+        try:
+            api_key = client_api_key()
+        except ValueError as exc:
+            print(f"hotline replay: {exc}", file=sys.stderr)
+            return USAGE_ERROR
+        written = asyncio.run(write_fixture(url, api_key, call_id, Path(args.call)))
         print(f"wrote {written} (and its caller clips); edit its expect: section, then replay it")
         return 0
     try:
         scenario = _scenario(Path(args.call), args)
+        if args.url:
+            client_api_key()  # before the call is placed: a clear error, not a 401 after it
     except (ConfigError, ValueError, OSError) as exc:
         print(f"hotline replay: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -108,22 +122,22 @@ def _scenario(path: Path, args: argparse.Namespace) -> Scenario:
 async def _replay(settings: Settings, scenario: Scenario, args: argparse.Namespace, out: Path) -> int:
     from agent.testing.expect import format_failures
     from agent.testing.report import transcript_text
-    from agent.testing.scenario_run import local_service, run_scenario, service_secret
+    from agent.testing.scenario_run import client_api_key, local_service, run_scenario, service_secret
 
     bar = ProgressBar(scenario.name)
     if args.url:
         run = await run_scenario(
-            scenario, url=args.url, secret=service_secret(settings), out_dir=out, settings=settings,
-            speed=args.speed, progress=bar,
+            scenario, url=args.url, secret=service_secret(settings), api_key=client_api_key(),
+            out_dir=out, settings=settings, speed=args.speed, progress=bar,
         )  # fmt: skip
     else:
         data = out / "service"
         data.mkdir(parents=True, exist_ok=True)
         print(f"starting the service in-process (models load once, ~10 s); records in {data}")
-        with local_service(settings, data, demo_backend=scenario.backend == "demo") as url:
+        with local_service(settings, data, demo_backend=scenario.backend == "demo") as local:
             run = await run_scenario(
-                scenario, url=url, secret=service_secret(settings), out_dir=out, settings=settings,
-                speed=args.speed, progress=bar,
+                scenario, url=local.url, secret=local.webhook_secret, api_key=local.api_key,
+                out_dir=out, settings=settings, speed=args.speed, progress=bar,
             )  # fmt: skip
     bar.done(run.seconds)
     print(transcript_text(run.record))

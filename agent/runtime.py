@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Coroutine
@@ -17,13 +18,16 @@ import httpx
 import openai
 from redis.exceptions import RedisError
 
+from agent.access_store import AccessStore
+from agent.api_keys import ApiKeys, parse_env_keys
 from agent.bus import Bus
 from agent.cluster import Cluster, default_worker_id
 from agent.config import ServerConfig, Settings, load_settings
+from agent.dashboard.auth import DashboardSessions, SessionSigner
 from agent.dialogue.base import CallContext, Dialogue
 from agent.dialogue.llm import LLMDialogue, make_client
 from agent.dialogue.scripted import ScriptedDialogue, ToolRunner
-from agent.dialogue.tools import ToolBox
+from agent.dialogue.tools import ToolBox, outbound_client
 from agent.escalation.notify import Notifier
 from agent.escalation.rules import CompiledRule, compile_rules
 from agent.listen import LEASE_S, ListenHub
@@ -72,8 +76,8 @@ class Runtime:
     bus: Bus = field(default_factory=Bus)
     listen: ListenHub = field(default_factory=ListenHub)
     """Supervisors' listen-in: live call audio to the dashboard."""
-    tool_http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
-    """One connection pool for every call's HTTP tools."""
+    tool_http: httpx.AsyncClient = field(init=False)
+    """One connection pool for every call's HTTP tools and notifications; it keeps no cookies."""
     file_server: ServerConfig | None = None
     """The server settings as config.yaml gave them at start-up (reload compares with these)."""
     rules: dict[str, list[CompiledRule]] = field(default_factory=dict)
@@ -107,8 +111,15 @@ class Runtime:
     """Wrong secrets and stream tokens per client address (security.max_failed_auth)."""
     platform: AddressList = field(init=False)
     """Who may post PIOPIY webhooks and open streams (security.platform_ips; empty: anyone)."""
+    access: AccessStore = field(init=False)
+    """API keys and dashboard sessions, in the store shared by the workers."""
+    api_keys: ApiKeys = field(init=False)
+    """Who may use /api/* and /metrics (security.api_keys_env and `hotline apikey`)."""
+    dashboard_sessions: DashboardSessions = field(init=False)
+    """Dashboard logins: cookies signed with the session secret, open while the store says so."""
 
     def __post_init__(self) -> None:
+        self.tool_http = outbound_client(env_proxy=self.settings.service.outbound_http.env_proxy)
         self.notifier = Notifier(self.tool_http)
         self.metrics = Metrics(self)
         self.writer = RecordWriter(self.store)
@@ -117,6 +128,14 @@ class Runtime:
         security = self.settings.service.security
         self.auth_failures = FailureLimiter(security.max_failed_auth, security.failed_auth_window_s)
         self.platform = AddressList(security.platform_ips)
+        self.access = AccessStore(self.store)
+        self.api_keys = ApiKeys(
+            parse_env_keys(os.environ.get(security.api_keys_env, ""), security.api_keys_env), self.access
+        )
+        session_secret = resolve_secret(
+            security.session_secret_env, self.settings.path(self.settings.service.storage.data_dir)
+        )
+        self.dashboard_sessions = DashboardSessions(SessionSigner.from_secret(session_secret), self.access)
 
     @classmethod
     async def start(cls, settings: Settings, models: SpeechModels | None = None) -> Runtime:
@@ -131,6 +150,7 @@ class Runtime:
         data_dir.mkdir(parents=True, exist_ok=True)
         store = Store(service.storage.url, base_dir=settings.base_dir)
         await store.init()
+        await AccessStore(store).init()
         tokens = StreamTokens(
             resolve_secret(service.security.stream_secret_env, data_dir).encode(),
             service.security.stream_token_ttl_s,

@@ -15,12 +15,14 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agent.api_keys import presented_key
 from agent.bus import relay
 from agent.client_address import ClientAddressMiddleware, TrustedProxies
 from agent.config import Settings, normalize_number
@@ -51,6 +53,7 @@ from agent.telephony.piopiy_webhooks import (
     DtmfCallback,
     parse_body,
 )
+from agent.url_guard import NulGuard
 from agent.yamlfile import ConfigError
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ def create_app(
                 await app.state.runtime.stop()
 
     app = FastAPI(title="Hotline", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(NulGuard)  # a 400 before any route: no store holds a NUL (agent/url_guard.py)
     # Client addresses as our balancers saw them, never as clients claim (agent/client_address.py).
     app.add_middleware(
         ClientAddressMiddleware, proxies=TrustedProxies(settings.service.server.trusted_proxies)
@@ -121,24 +125,34 @@ def create_app(
     async def live(ws: WebSocket) -> None:
         """Live events of every call, or of one (`?call=ID`), as JSON text frames."""
         rt: Runtime = ws.app.state.runtime
-        presented = ws.headers.get("x-hotline-secret") or ws.query_params.get("secret")
         host = ws.client.host if ws.client else None
         await ws.accept()
         if rt.refusal(host, platform=False) is not None:
             await ws.close(1008, "too many failed attempts")
             return
-        if not webhook_secret_ok(rt.webhook_secret, presented):
+        try:
+            name = await rt.api_keys.name_of(presented_key(ws.headers))
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning(
+                "live socket from %s: API key not checked, the store is unreachable (%s)",
+                host,
+                type(exc).__name__,
+            )
+            await ws.close(1011, "the store is unreachable")
+            return
+        if name is None:
             rt.auth_failed(host, "live")
+            log.warning("refused the live socket from %s: missing, wrong or revoked API key", host)
             await ws.close(1008, "unauthorized")
             return
         await relay(rt.bus.subscribe(ws.query_params.get("call")), ws.send_json)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
-        """Prometheus metrics (agent/metrics.py); needs the secret unless `server.metrics_public`."""
+        """Prometheus metrics (agent/metrics.py); needs an API key unless `server.metrics_public`."""
         rt = _rt(request)
         if not rt.settings.service.server.metrics_public:
-            _authorized(request)
+            await _api_client(request)
         return Response(rt.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/livez")
@@ -213,13 +227,13 @@ def create_app(
         bot: str | None = None,
         status: str | None = None,
     ) -> dict[str, Any]:
-        rt = _authorized(request)
+        rt = await _api_client(request)
         total, calls = await rt.store.list_calls(limit=limit, offset=offset, bot=bot, status=status)
         return {"total": total, "limit": limit, "offset": offset, "calls": calls}
 
     @app.get("/api/calls/{call_id}")
     async def get_call(request: Request, call_id: str) -> Response:
-        rt = _authorized(request)
+        rt = await _api_client(request)
         record = await rt.store.call_record(call_id)
         if record is None:
             raise HttpError(404, "no such call", call_id)
@@ -229,7 +243,7 @@ def create_app(
 
     @app.get("/api/calls/{call_id}/recording")
     async def get_recording(request: Request, call_id: str) -> FileResponse:
-        rt = _authorized(request)
+        rt = await _api_client(request)
         path = await rt.store.recording_path(call_id)
         if path is None or not path.is_file():
             raise HttpError(404, "no recording for this call", call_id)
@@ -238,13 +252,14 @@ def create_app(
     @app.get("/api/live-calls")
     async def live_calls(request: Request) -> dict[str, Any]:
         """The calls live right now on every worker (with the cluster), oldest first."""
-        rt = _authorized(request)
+        rt = await _api_client(request)
         return {"worker": rt.worker_id, "calls": await rt.live_calls()}
 
-    @app.post("/api/calls/{call_id}/transfer")
+    # Typed bodies are checked before the handler runs: the key is checked before them, as a dependency.
+    @app.post("/api/calls/{call_id}/transfer", dependencies=[Depends(_api_client)])
     async def supervisor_transfer(request: Request, call_id: str, body: SupervisorTransfer) -> JSONResponse:
         """A supervisor's "transfer now": to a department of the call's bot (never a number)."""
-        rt = _authorized(request)
+        rt = _rt(request)
         record = await rt.store.call_record(call_id)
         bot = rt.settings.bots.get(record["bot"]) if record and record.get("bot") else None
         if bot is None:
@@ -254,15 +269,15 @@ def create_app(
         command = {"cmd": "transfer", "department": body.department, "user": body.user}
         return _routed(call_id, await rt.route(call_id, command))
 
-    @app.post("/api/calls/{call_id}/hangup")
+    @app.post("/api/calls/{call_id}/hangup", dependencies=[Depends(_api_client)])
     async def supervisor_hangup(request: Request, call_id: str, body: SupervisorAction) -> JSONResponse:
         """A supervisor's "hang up"."""
-        rt = _authorized(request)
+        rt = _rt(request)
         return _routed(call_id, await rt.route(call_id, {"cmd": "hangup", "user": body.user}))
 
     @app.post("/api/reload")
     async def reload(request: Request) -> dict[str, Any]:
-        rt = _authorized(request)
+        rt = await _api_client(request)
         try:
             return await rt.reload()
         except ConfigError as exc:
@@ -302,21 +317,60 @@ def _rt(request: Request) -> Runtime:
     return runtime
 
 
-def _authorized(request: Request) -> Runtime:
-    """Webhooks and the API need the shared secret: header X-Hotline-Secret, a Bearer token, or ?secret=."""
+def _admitted(request: Request) -> tuple[Runtime, str | None]:
+    """The runtime and the client's address, unless the address is refused before any credential is
+    read: too many failures lately (429), or a PIOPIY webhook from outside security.platform_ips (403)."""
     rt = _rt(request)
     host = request.client.host if request.client else None
     refusal = rt.refusal(host, platform=request.url.path.startswith("/piopiy/"))
     if refusal == "too_many_failures":
-        raise HttpError(429, "too many failed attempts", "wait a minute, then send the right secret")
+        raise HttpError(429, "too many failed attempts", "wait a minute, then send the right credentials")
     if refusal == "not_platform":
         log.warning("refused %s %s from %s: not a platform address", request.method, request.url.path, host)
         raise HttpError(403, "forbidden", "this address may not call PIOPIY webhooks (security.platform_ips)")
+    return rt, host
+
+
+async def _api_client(request: Request) -> Runtime:
+    """/api/* and /metrics need an API key (`Authorization: Bearer KEY` or `X-Hotline-Api-Key: KEY`):
+    one of security.api_keys_env, or an active one of `hotline apikey`. The webhook secret is no key."""
+    rt, host = _admitted(request)
+    where = f"{request.method} {request.url.path}"
+    try:
+        name = await rt.api_keys.name_of(presented_key(request.headers))
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("%s: API key not checked, the store is unreachable (%s)", where, type(exc).__name__)
+        raise HttpError(503, "the store is unreachable", "API keys from the environment still work") from None
+    if name is None:
+        rt.auth_failed(host, "api")
+        log.warning("refused %s from %s: missing, wrong or revoked API key", where, host)
+        if _carries_webhook_secret(request, rt):  # an old client: say what changed
+            detail = "the webhook secret opens /piopiy/* only: send an API key (hotline apikey add NAME)"
+        else:
+            detail = (
+                "send an API key as Authorization: Bearer KEY or X-Hotline-Api-Key (hotline apikey add NAME)"
+            )
+        raise HttpError(401, "unauthorized", detail)
+    return rt
+
+
+def _webhook_secret_of(request: Request) -> str | None:
+    """What a request presents as the webhook secret: X-Hotline-Secret, ?secret=, or a Bearer token."""
     presented = request.headers.get("x-hotline-secret") or request.query_params.get("secret")
     auth = request.headers.get("authorization", "")
     if presented is None and auth.lower().startswith("bearer "):
         presented = auth[7:].strip()
-    if not webhook_secret_ok(rt.webhook_secret, presented):
+    return presented
+
+
+def _carries_webhook_secret(request: Request, rt: Runtime) -> bool:
+    return webhook_secret_ok(rt.webhook_secret, _webhook_secret_of(request))
+
+
+def _authorized(request: Request) -> Runtime:
+    """PIOPIY's webhooks (/piopiy/*) need the webhook secret, and nothing else opens them."""
+    rt, host = _admitted(request)
+    if not _carries_webhook_secret(request, rt):
         rt.auth_failed(host, "webhook")
         log.warning("refused %s %s from %s: missing or wrong secret", request.method, request.url.path, host)
         raise HttpError(401, "unauthorized", "send the webhook secret as X-Hotline-Secret or ?secret=")

@@ -31,6 +31,8 @@ from agent.config import normalize_number
 REPO = Path(__file__).resolve().parents[1]
 WEBHOOK_SECRET = "bench-pipeline-secret-0123456789"
 STREAM_SECRET = "bench-pipeline-stream-secret-0123456789abcdef"
+API_KEY = "bench-api-key-0123456789abcdefghij"
+"""Reads records and metrics (HOTLINE_API_KEYS=bench:<key>); the webhook secret opens /piopiy/* only."""
 SUPPORT_NUMBER = "918040001000"  # support_desk as shipped: 8 kHz, default turn-taking
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -129,7 +131,12 @@ class ServiceProcess:
         self._log: IO[bytes] | None = None
 
     def __enter__(self) -> ServiceProcess:
-        env = {**os.environ, "HOTLINE_WEBHOOK_SECRET": WEBHOOK_SECRET, "HOTLINE_STREAM_SECRET": STREAM_SECRET}
+        env = {
+            **os.environ,
+            "HOTLINE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "HOTLINE_STREAM_SECRET": STREAM_SECRET,
+            "HOTLINE_API_KEYS": f"bench:{API_KEY}",
+        }
         env.pop("HOTLINE_LLM_BASE_URL", None)  # the scripted dialogue: no LLM time in the numbers
         self._log = self.log_path.open("wb")
         started = time.perf_counter()
@@ -207,8 +214,10 @@ class ServiceProcess:
         return _status_kb(self.pid, "VmHWM") / 1024
 
     def client(self) -> httpx.AsyncClient:
-        """An HTTP client for the service's API (secret header set)."""
-        return httpx.AsyncClient(base_url=self.url, headers={"X-Hotline-Secret": WEBHOOK_SECRET}, timeout=10)
+        """An HTTP client for the service's API and metrics (API key set)."""
+        return httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10
+        )
 
 
 def _status_kb(pid: int, key: str) -> int:

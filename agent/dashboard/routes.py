@@ -8,25 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from agent.dashboard import pages
-from agent.dashboard.auth import COOKIE, LoginLimiter, SessionSigner, hash_password, verify_password
+from agent.dashboard.auth import COOKIE, LoginLimiter, hash_password, verify_password
 from agent.dashboard.html import page
 from agent.dashboard.sockets import add_socket_routes
 from agent.request_body import BodyTooLarge, BodyTooSlow, read_body
 from agent.runtime import Runtime
 from agent.testing.report import timeline_png
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
+MAX_FORM_FIELDS = 50
 
 
 @functools.cache
@@ -60,11 +66,11 @@ class Refusal(Exception):
 
 @dataclass(frozen=True)
 class Session:
-    """A logged-in request: who, their cookie and its CSRF token."""
+    """A logged-in request: who, their session id and its CSRF token."""
 
     rt: Runtime
     user: str
-    cookie: str
+    session_id: str
     csrf: str
 
 
@@ -111,7 +117,7 @@ def dashboard_router() -> APIRouter:
             error = "Wrong user or password."
             return _html(pages.login_page(next_url=_safe_next(form.get("next", "")), error=error), 401)
         response = RedirectResponse(_safe_next(form.get("next", "")), status_code=303)
-        cookie = _signer(rt).issue(user, cfg.session_ttl_s)
+        cookie = await _stored(rt.dashboard_sessions.open(user, cfg.session_ttl_s))
         response.set_cookie(
             COOKIE,
             cookie,
@@ -125,19 +131,20 @@ def dashboard_router() -> APIRouter:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        await _posted(request)
+        s, _ = await _posted(request)
+        await _stored(s.rt.dashboard_sessions.close(s.session_id))  # refused from now on, on every worker
         response = RedirectResponse("/dashboard/login", status_code=303)
         response.delete_cookie(COOKIE, path="/dashboard")
         return response
 
     @router.get("")
     async def live_calls(request: Request) -> HTMLResponse:
-        s = _session(request, page=True)
+        s = await _session(request, page=True)
         return _html(pages.live_page(await s.rt.live_calls(), user=s.user, csrf=s.csrf))
 
     @router.get("/live.json")
     async def live_json(request: Request) -> JSONResponse:
-        s = _session(request)
+        s = await _session(request)
         now = time.time()
         calls = [pages.live_row(c, now) for c in await s.rt.live_calls()]
         return JSONResponse({"calls": calls}, headers=HEADERS)
@@ -150,7 +157,7 @@ def dashboard_router() -> APIRouter:
         status: str = Query("", max_length=64),
         page: int = Query(1, ge=1, le=100_000),
     ) -> HTMLResponse:
-        s = _session(request, page=True)
+        s = await _session(request, page=True)
         total, calls = await s.rt.store.list_calls(
             limit=PER_PAGE,
             offset=(page - 1) * PER_PAGE,
@@ -166,7 +173,7 @@ def dashboard_router() -> APIRouter:
 
     @router.get("/calls/{call_id}")
     async def call_view(request: Request, call_id: str, flash: str = "") -> HTMLResponse:
-        s = _session(request, page=True)
+        s = await _session(request, page=True)
         record = await _record(s.rt, call_id)
         live = any(c["call_id"] == call_id for c in await s.rt.live_calls())
         bot = s.rt.settings.bots.get(str(record.get("bot")))
@@ -196,7 +203,7 @@ def dashboard_router() -> APIRouter:
 
     @router.get("/calls/{call_id}/recording")
     async def recording(request: Request, call_id: str) -> FileResponse:
-        s = _session(request)
+        s = await _session(request)
         path = await s.rt.store.recording_path(call_id)
         if path is None or not path.is_file():
             raise Refusal(JSONResponse({"error": "no recording for this call"}, status_code=404))
@@ -204,7 +211,7 @@ def dashboard_router() -> APIRouter:
 
     @router.get("/calls/{call_id}/timeline.png")
     async def timeline(request: Request, call_id: str) -> Response:
-        s = _session(request)
+        s = await _session(request)
         record = await _record(s.rt, call_id)
         wav = await s.rt.store.recording_path(call_id)
         png = await asyncio.to_thread(_draw_timeline, record, wav if wav and wav.is_file() else None)
@@ -225,42 +232,54 @@ def _rt(request: Request) -> Runtime:
     return runtime
 
 
-def _signer(rt: Runtime) -> SessionSigner:
-    return SessionSigner.from_secret(rt.webhook_secret)
-
-
 def _configured(rt: Runtime) -> Runtime:
     if not rt.settings.service.dashboard.users:
         raise Refusal(_html(pages.no_users_page(), 404))
     return rt
 
 
-def _session(request: Request, *, page: bool = False) -> Session:
+async def _session(request: Request, *, page: bool = False) -> Session:
     """The logged-in session, or a Refusal: pages go to the login form, the rest get 401."""
     rt = _configured(_rt(request))
-    signer = _signer(rt)
-    cookie = request.cookies.get(COOKIE)
-    user = signer.user_of(cookie)
-    if cookie is None or user is None or user not in rt.settings.service.dashboard.users:
+    cfg = rt.settings.service.dashboard
+    signed_in = await _stored(rt.dashboard_sessions.signed_in(request.cookies.get(COOKIE), cfg.session_ttl_s))
+    if signed_in is None or signed_in.user not in cfg.users:
+        if COOKIE in request.cookies:
+            log.info("dashboard %s %s: session cookie refused", request.method, request.url.path)
         if page:
             target = "/dashboard/login?next=" + quote(str(request.url.path), safe="/")
             raise Refusal(RedirectResponse(target, status_code=303))
         raise Refusal(JSONResponse({"error": "log in to the dashboard"}, status_code=401))
-    return Session(rt, user, cookie, signer.csrf_token(cookie))
+    csrf = rt.dashboard_sessions.signer.csrf_token(signed_in.session_id)
+    return Session(rt, signed_in.user, signed_in.session_id, csrf)
 
 
 async def _posted(request: Request) -> tuple[Session, dict[str, str]]:
     """A dashboard POST: the session and its form, after checking the CSRF token (403 without)."""
-    s = _session(request)
+    s = await _session(request)
     form = await _form(request)
     token = form.get("csrf") or request.headers.get("x-csrf-token")
-    if not _signer(s.rt).csrf_ok(s.cookie, token):
+    if not s.rt.dashboard_sessions.signer.csrf_ok(s.session_id, token):
+        log.warning(
+            "dashboard %s %s by %s: missing or wrong CSRF token", request.method, request.url.path, s.user
+        )
         raise Refusal(JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403))
     return s, form
 
 
-async def _form(request: Request, limit: int = 16384) -> dict[str, str]:
-    """An urlencoded form body (first value of each field); 413 past `limit` bytes, 408 when too slow."""
+async def _stored(work: Awaitable[T]) -> T:
+    """A session read or write in the store; a 503 page when the store cannot be reached."""
+    try:
+        return await work
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("dashboard: the store is unreachable (%s)", type(exc).__name__)
+        page_html = page("Try again shortly", "<p>The dashboard cannot reach its store right now.</p>")
+        raise Refusal(_html(page_html, 503)) from None
+
+
+async def _form(request: Request, limit: int = 16384, max_fields: int = MAX_FORM_FIELDS) -> dict[str, str]:
+    """An urlencoded form body (first value of each field); 413 past `limit` bytes, 408 when too slow,
+    400 past `max_fields` fields."""
     timeout_s = _rt(request).settings.service.server.body_timeout_s
     close = {"Connection": "close"}  # the rest of the body may still be coming: we stop reading it
     try:
@@ -270,7 +289,15 @@ async def _form(request: Request, limit: int = 16384) -> dict[str, str]:
     except BodyTooSlow as exc:
         body = {"error": "form too slow", "detail": str(exc)}
         raise Refusal(JSONResponse(body, status_code=408, headers=close)) from None
-    fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50)
+    try:
+        fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=max_fields)
+    except ValueError:  # parse_qs refuses more than max_num_fields
+        log.warning(
+            "dashboard %s %s: a form with over %d fields", request.method, request.url.path, max_fields
+        )
+        raise Refusal(
+            JSONResponse({"error": f"more than {max_fields} form fields"}, status_code=400)
+        ) from None
     return {k: v[0] for k, v in fields.items()}
 
 

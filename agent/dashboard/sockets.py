@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy.exc import SQLAlchemyError
 
 from agent.bus import LiveEvent, relay
 from agent.dashboard import pages
-from agent.dashboard.auth import COOKIE, SessionSigner
+from agent.dashboard.auth import COOKIE
 from agent.listen import END
 from agent.runtime import Runtime
 
+log = logging.getLogger(__name__)
 LIVE_CHECK_S = 5.0
 """Listen-in: after this long without audio, check that the call is still live."""
 LIST_EVENTS = {"call.started", "call.ended", "state", "tags"}
@@ -123,13 +126,24 @@ async def _until_done_or_gone(ws: WebSocket, work: Coroutine[Any, Any, None]) ->
 async def _ws_user(ws: WebSocket, rt: Runtime) -> str | None:
     """Accept a dashboard socket: its user, or None after closing it 1008 (no session, other origin)."""
     await ws.accept()
-    users = rt.settings.service.dashboard.users
-    user = SessionSigner.from_secret(rt.webhook_secret).user_of(ws.cookies.get(COOKIE))
+    cfg = rt.settings.service.dashboard
+    try:
+        signed_in = await rt.dashboard_sessions.signed_in(ws.cookies.get(COOKIE), cfg.session_ttl_s)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning(
+            "dashboard socket: session not checked, the store is unreachable (%s)", type(exc).__name__
+        )
+        await ws.close(1011, "the store is unreachable")
+        return None
     origin, host = ws.headers.get("origin"), ws.headers.get("host", "")
-    if user is None or user not in users or (origin is not None and origin.split("://")[-1] != host):
+    if (
+        signed_in is None
+        or signed_in.user not in cfg.users
+        or (origin is not None and origin.split("://")[-1] != host)
+    ):
         await ws.close(1008, "unauthorized")
         return None
-    return user
+    return signed_in.user
 
 
 async def _call_audio(rt: Runtime, call_id: str, user: str) -> AsyncGenerator[bytes, None] | None:

@@ -3,8 +3,10 @@
 The LLM is offered all of them as OpenAI function tools; the script calls the HTTP ones by name.
 The model never dials a number: `transfer_to_department` takes a department name from an enum of the
 bot's departments, checked again here when it is called. HTTP tools are called with validated,
-URL-encoded arguments, header secrets come from environment variables, and every failure becomes a
-`ToolError` with a short kind the caller can act on (and no secret in its message).
+URL-encoded arguments (a path placeholder is one whole segment: `/` encoded, `.`, `..` and empty
+refused), header secrets come from environment variables, and every failure becomes a `ToolError` with
+a short kind the caller can act on (and no secret in its message). Cookies a backend sets are kept for
+the rest of that call only: the shared client has no cookie jar, each call's toolbox its own.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from http.cookiejar import CookiePolicy
 from types import TracebackType
 from typing import Any, Literal, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from jsonschema import Draft202012Validator
@@ -47,6 +50,63 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+class _NoCookies(CookiePolicy):
+    """A cookie policy that keeps and sends nothing."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: Any) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: Any) -> bool:
+        return False
+
+
+def outbound_client(*, env_proxy: bool) -> httpx.AsyncClient:
+    """The worker's client for HTTP tools and notifications: one connection pool, no cookie jar (one
+    caller's cookies must never reach another's requests), and proxies from the environment only when
+    `outbound_http.env_proxy` says so."""
+    if env_proxy:
+        client = httpx.AsyncClient(trust_env=True)
+    else:
+        # An explicit transport takes no proxy from the environment; its CA bundle settings
+        # (SSL_CERT_FILE, SSL_CERT_DIR) still apply.
+        client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(trust_env=True), trust_env=False)
+    # On the client's own jar: httpx copies a jar passed as `cookies=` into a default one.
+    client.cookies.jar.set_policy(_NoCookies())
+    return client
+
+
+def _filled_url(template: str, encoded: Mapping[str, str]) -> str:
+    """`template` with each `{name}` replaced by its percent-encoded value. A value filling a whole path
+    segment as `.`, `..` or nothing would move the request to another resource (`/accounts/../balance`
+    is `/balance` once normalized): ToolError("bad_args") instead."""
+    # Render marks first, so the path's segments can be told apart from the values put into them.
+    marks = {name: f"\ue000{i}\ue001" for i, name in enumerate(encoded)}  # never in an encoded value
+    marked = render(template, marks)
+
+    def unmark(text: str) -> str:
+        for name, mark in marks.items():
+            text = text.replace(mark, encoded[name])
+        return text
+
+    for segment in urlsplit(marked).path.split("/"):
+        if "\ue000" in segment and unmark(segment) in ("", ".", ".."):
+            names = ", ".join(name for name, mark in marks.items() if mark in segment)
+            value = unmark(segment)
+            shown = repr(value) if value else "empty"
+            raise ToolError("bad_args", f"{names} cannot be {shown} in the URL path")
+    return unmark(marked)
+
+
 def _function(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "function",
@@ -58,7 +118,9 @@ class ToolBox:
     """One bot's tools: their OpenAI definitions, the call actions they stand for, and the HTTP calls.
 
     `run` fits the scripted dialogue's `run_tool` callback. Pass a shared `http` client to pool
-    connections across calls; without one the toolbox makes its own, closed by `aclose()`.
+    connections across calls (it must keep no cookies: see `outbound_client`); without one the toolbox
+    makes its own, closed by `aclose()`. One toolbox serves one call: the cookies its backends set are
+    sent back to them during that call, and forgotten with the toolbox.
     """
 
     def __init__(
@@ -73,7 +135,9 @@ class ToolBox:
         self._tools = {tool.name: tool for tool in bot.tools}
         self._validators = {tool.name: Draft202012Validator(tool.parameters) for tool in bot.tools}
         self._own_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient()
+        self._http = http if http is not None else outbound_client(env_proxy=False)
+        self.cookies = httpx.Cookies()
+        """This call's cookies from its tool backends."""
 
     async def aclose(self) -> None:
         """Close the HTTP client if the toolbox made it."""
@@ -193,11 +257,16 @@ class ToolBox:
         try:
             async with asyncio.timeout(tool.timeout_s):
                 if tool.method == "POST":
-                    response = await self._http.post(url, json=args, headers=headers, timeout=tool.timeout_s)
-                else:
-                    response = await self._http.get(
-                        url, params=query, headers=headers, timeout=tool.timeout_s
+                    request = self._http.build_request(
+                        "POST", url, json=args, headers=headers, timeout=tool.timeout_s
                     )
+                else:
+                    # The other arguments join the template's own query (httpx's `params=` replaces it).
+                    merged = httpx.URL(url).copy_merge_params(query)
+                    request = self._http.build_request("GET", merged, headers=headers, timeout=tool.timeout_s)
+                self.cookies.set_cookie_header(request)
+                response = await self._http.send(request)
+                self.cookies.extract_cookies(response)
         except (TimeoutError, httpx.TimeoutException):
             raise ToolError("timeout", f"{name}: no answer within {tool.timeout_s:g} s") from None
         except httpx.HTTPError as exc:
@@ -236,9 +305,11 @@ class ToolBox:
     def _url(self, tool: HttpTool, args: dict[str, Any]) -> tuple[str, dict[str, str]]:
         """The URL with arguments filled in (URL-encoded); a GET sends the other arguments as a query."""
         try:
-            url = render(tool.url, {k: quote(_as_text(v), safe="") for k, v in args.items()})
+            url = _filled_url(tool.url, {k: quote(_as_text(v), safe="") for k, v in args.items()})
         except (TemplateError, ValueError, IndexError) as exc:
             raise ToolError("bad_args", f"{tool.name}: the URL needs argument {exc}") from None
+        except ToolError as exc:
+            raise ToolError("bad_args", f"{tool.name}: {exc.message}") from None
         query = {k: _as_text(v) for k, v in args.items() if f"{{{k}}}" not in tool.url}
         return url, query
 

@@ -66,6 +66,8 @@ class FakeToolBackend(ServedApp):
         self.delay_s = delay_s
         self.notify_statuses: list[int] = []
         """Statuses the next `POST /notify/{name}` requests answer with, in order (then 200)."""
+        self.set_cookie: str | None = None
+        """A `Set-Cookie` value every answer carries (a backend's session), None: no cookie."""
         self._requests: list[BackendRequest] = []
         self._lock = threading.Lock()
         self._routes = self._build_app()
@@ -123,7 +125,22 @@ class FakeToolBackend(ServedApp):
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await self._routes(scope, replay, send)
+        await self._routes(scope, replay, self._with_cookie(send))
+
+    def _with_cookie(self, send: Send) -> Send:
+        cookie = self.set_cookie
+        if cookie is None:
+            return send
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"set-cookie", cookie.encode())],
+                }
+            await send(message)
+
+        return send_with_cookie
 
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="fake tool backend")

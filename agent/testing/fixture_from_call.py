@@ -66,9 +66,12 @@ def steps_of(record: dict[str, Any], clips: list[str]) -> list[dict[str, Any]]:
     return steps
 
 
-async def write_fixture(url: str, secret: str, call_id: str, target: Path) -> Path:
-    """Write `target` (a scenario YAML) and its clips from the stored call `call_id` at `url`."""
-    async with httpx.AsyncClient(base_url=url, headers={"X-Hotline-Secret": secret}, timeout=30) as http:
+async def write_fixture(url: str, api_key: str, call_id: str, target: Path) -> Path:
+    """Write `target` (a scenario YAML) and its clips from the stored call `call_id` at `url`, read
+    through its API with `api_key`."""
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30
+    ) as http:
         record = await finished_record(http, call_id)
         response = await http.get(f"/api/calls/{call_id}/recording")
         response.raise_for_status()

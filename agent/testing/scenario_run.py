@@ -1,9 +1,9 @@
 """Playing a scenario against a service: the PIOPIY side by the simulator, the caller by the steps.
 
 `play` places the call and does each step, waiting for the bot between caller turns like a real caller;
-`run_scenario` then reads the call's record and recording over the API, checks the expectations and
-writes the report (transcript, timeline picture, HTML page). `local_service` serves a config
-in-process, with its records kept apart from production ones, for `hotline replay` and pytest.
+`run_scenario` then reads the call's record and recording over the API (with an API key), checks the
+expectations and writes the report (transcript, timeline picture, HTML page). `local_service` serves a
+config in-process, with its records kept apart from production ones, for `hotline replay` and pytest.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from agent.api_keys import new_api_key
 from agent.config import Settings, normalize_number
 from agent.testing.caller_voice import asterisk_prompt, caller_says, espeak_says
 from agent.testing.expect import Failure, check
@@ -171,12 +172,14 @@ async def run_scenario(
     *,
     url: str,
     secret: str,
+    api_key: str,
     out_dir: Path,
     settings: Settings | None = None,
     speed: float | str | None = None,
     progress: Progress | None = None,
 ) -> ScenarioRun:
-    """Play the scenario against the service at `url`, check its expectations, write its report."""
+    """Play the scenario against the service at `url` (PIOPIY's side with the webhook `secret`), check
+    its expectations, write its report (the record and recording read with `api_key`)."""
     chosen = scenario.speed if speed is None else speed
     pace = math.inf if chosen == "max" else float(chosen)
     sim = PiopiySimulator(
@@ -185,7 +188,7 @@ async def run_scenario(
     )  # fmt: skip
     started = time.monotonic()
     call_id = await play(scenario, sim, number_of(scenario, settings), progress=progress)
-    async with httpx.AsyncClient(base_url=url, headers={"X-Hotline-Secret": secret}, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=url, headers=api_headers(api_key), timeout=30) as http:
         record = await finished_record(http, call_id)
         response = await http.get(f"/api/calls/{call_id}/recording")
     recording = out_dir / "recording.wav" if response.status_code == 200 else None
@@ -208,12 +211,24 @@ def _save(out_dir: Path, recording: Path | None, wav: bytes) -> None:
         recording.write_bytes(wav)
 
 
+@dataclass(frozen=True)
+class LocalService:
+    """A service served in this process: where, and the credentials of PIOPIY's side and of the API."""
+
+    url: str
+    webhook_secret: str
+    api_key: str
+
+
 @contextlib.contextmanager
-def local_service(settings: Settings, data_dir: Path, *, demo_backend: bool = False) -> Iterator[str]:
+def local_service(
+    settings: Settings, data_dir: Path, *, demo_backend: bool = False
+) -> Iterator[LocalService]:
     """Serve `settings` in this process on a free loopback port, its records and recordings in
     `data_dir`; with `demo_backend`, the bots' tools and webhooks call a local demo backend. Yields
-    the base URL (the webhook secret is `settings`' own, see `service_secret`). `settings` is changed
-    in place (storage, public URL, pointed bots): pass a freshly loaded one."""
+    where it is, its webhook secret (`settings`' own, see `service_secret`) and an API key valid in
+    this process only. `settings` is changed in place (storage, public URL, pointed bots): pass a
+    freshly loaded one."""
     from agent.server import create_app
     from agent.testing.backends import FakeToolBackend
     from agent.testing.servers import serve_in_thread
@@ -232,14 +247,32 @@ def local_service(settings: Settings, data_dir: Path, *, demo_backend: bool = Fa
                     for template in tool.headers.values():
                         for var in re.findall(r"\{env\.([A-Za-z_][A-Za-z0-9_]*)\}", template):
                             os.environ.setdefault(var, "demo")
-        url = stack.enter_context(serve_in_thread(create_app(settings), startup_timeout_s=180))
+        app = create_app(settings)
+        url = stack.enter_context(serve_in_thread(app, startup_timeout_s=180))
         settings.service.server.public_url = url  # stream URLs point here
-        yield url
+        api_key = new_api_key()
+        app.state.runtime.api_keys.allow("local", api_key)
+        yield LocalService(url, service_secret(settings), api_key)
 
 
 def service_secret(settings: Settings) -> str:
-    """The webhook/API secret of a configured service (from its env var, or its data directory)."""
+    """The webhook secret of a configured service (from its env var, or its data directory)."""
     from agent.security import resolve_secret
 
     service = settings.service
     return resolve_secret(service.security.webhook_secret_env, settings.path(service.storage.data_dir))
+
+
+def api_headers(api_key: str) -> dict[str, str]:
+    """The headers that open the service's API."""
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def client_api_key() -> str:
+    """The API key to read a running service's records with: HOTLINE_API_KEY (ValueError if unset)."""
+    key = os.environ.get("HOTLINE_API_KEY", "").strip()
+    if not key:
+        raise ValueError(
+            "set HOTLINE_API_KEY to an API key of that service (make one there: hotline apikey add replay)"
+        )
+    return key

@@ -20,6 +20,9 @@ from agent.testing.servers import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+API_KEY = "test-api-key-0123456789abcdefghij"
+"""The tests' API key, given to every test service as HOTLINE_API_KEYS=tests:<key>."""
+API_HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 SUPPORT_NUMBER = "918040001000"  # support_desk, 8 kHz
 ORDER_NUMBER = "918040002000"  # order_line, 16 kHz, PIOPIY-side record first
 
@@ -40,7 +43,18 @@ class Service:
 
     @property
     def headers(self) -> dict[str, str]:
+        """Both credentials, for tests that play PIOPIY and read the API: each route reads only its own."""
+        return {**self.webhook_headers, **self.api_headers}
+
+    @property
+    def webhook_headers(self) -> dict[str, str]:
+        """PIOPIY's: the webhook secret (opens /piopiy/* only)."""
         return {"X-Hotline-Secret": WEBHOOK_SECRET}
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """An operator's: the tests' API key (opens /api/* and /metrics only)."""
+        return dict(API_HEADERS)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=self.headers, timeout=10)
@@ -69,6 +83,14 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def set_secrets() -> None:
+    """The test services' secrets and API key, in the environment they are read from."""
+    os.environ["HOTLINE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+    os.environ["HOTLINE_STREAM_SECRET"] = "test-stream-secret-0123456789abcdef"
+    os.environ["HOTLINE_SESSION_SECRET"] = "test-session-secret-0123456789abcdef"
+    os.environ["HOTLINE_API_KEYS"] = f"tests:{API_KEY}"
+
+
 @contextmanager
 def running_service(
     directory: Path, *, bots: dict[str, dict[str, Any]] | None = None, **config: Any
@@ -81,8 +103,7 @@ def running_service(
         data = yaml.safe_load(source.read_text())
         data = _merge(data, (bots or {}).get(source.stem, {}))
         (prompts / source.name).write_text(yaml.safe_dump(data, sort_keys=False))
-    os.environ["HOTLINE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
-    os.environ["HOTLINE_STREAM_SECRET"] = "test-stream-secret-0123456789abcdef"
+    set_secrets()
     path = write_config(directory, **config)
     data = yaml.safe_load(path.read_text())
     data["prompts_dir"] = str(prompts)
@@ -97,8 +118,7 @@ def running_service(
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     directory = tmp_path_factory.mktemp("service")
-    os.environ["HOTLINE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
-    os.environ["HOTLINE_STREAM_SECRET"] = "test-stream-secret-0123456789abcdef"
+    set_secrets()
     settings = load_settings(write_config(directory))
     with serve_in_thread(create_app(settings), startup_timeout_s=SERVICE_START_S) as url:
         # The port is known only now; ws_url is derived from public_url at answer time.

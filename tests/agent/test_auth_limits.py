@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -17,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from agent.config import SecurityConfig
 from agent.security import AddressList
 from agent.testing.simulator import PiopiySimulator
-from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
+from tests.agent.conftest import API_KEY, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
 
 PLATFORM = "127.0.0.0/29"  # 127.0.0.1–.7 stand for PIOPIY; 127.0.0.9 and up for anyone else
@@ -90,8 +91,8 @@ async def test_an_address_guessing_secrets_is_refused_for_a_while(
     # Used up: even the right secret is refused from there, on every surface…
     assert (await guesser.get("/api/calls", headers=guarded.headers)).status_code == 429
     assert (await guesser.post("/piopiy/answer", json=ANSWER, headers=guarded.headers)).status_code == 429
-    live = guarded.url.replace("http", "ws", 1) + f"/api/live?secret={WEBHOOK_SECRET}"
-    async with connect(live, local_addr=("127.0.0.3", 0)) as ws:
+    live = guarded.url.replace("http", "ws", 1) + "/api/live"
+    async with connect(live, local_addr=("127.0.0.3", 0), additional_headers=guarded.api_headers) as ws:
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
     assert ws.close_reason == "too many failed attempts"
@@ -134,10 +135,17 @@ async def test_secrets_and_tokens_never_reach_the_logs(
         await call.hangup()
     async with httpx.AsyncClient(base_url=guarded.url, timeout=10) as http:
         await http.get("/api/calls", headers={"X-Hotline-Secret": "not-" + WEBHOOK_SECRET})
+        await http.get("/api/calls", headers={"Authorization": "Bearer not-" + API_KEY})
+        await http.get("/api/calls", headers=guarded.webhook_headers)  # the webhook secret is no API key
         await http.get("/api/calls", headers=guarded.headers)
     record = await final_record(guarded, call_id_of(call.pcmo))
-    stream_secret = guarded.settings.service.security.stream_secret_env
-    secrets = [WEBHOOK_SECRET, token, __import__("os").environ[stream_secret]]
+    security = guarded.settings.service.security
+    secrets = [
+        WEBHOOK_SECRET,
+        API_KEY,
+        token,
+        *(os.environ[security.stream_secret_env], os.environ[security.session_secret_env]),
+    ]
     ours = [r for r in caplog.records if not r.name.startswith(PEERS)]  # not the simulated platform's
     leaks = [(r.name, r.getMessage()) for r in ours if any(s in r.getMessage() for s in secrets)]
     assert any(r.name.startswith("agent.") for r in caplog.records)  # the service did log this call…

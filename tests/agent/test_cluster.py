@@ -20,7 +20,7 @@ from agent.dashboard.auth import COOKIE
 from agent.listen import CALLER, unpack
 from agent.testing.caller_voice import caller_says
 from agent.testing.simulator import PiopiySimulator, SimulatedCall
-from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
+from tests.agent.conftest import API_HEADERS, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import final_record
 from tests.agent.test_dashboard import USERS, csrf_of, login
 from tests.agent.test_store import PG_DSN, _postgres_available
@@ -77,8 +77,8 @@ def call_id_of(call: SimulatedCall) -> str:
 
 async def live_turns(url: str, call_id: str, found: asyncio.Future[dict[str, Any]]) -> None:
     """Watch a worker's live feed for the first caller turn of `call_id`."""
-    ws_url = url.replace("http", "ws", 1) + f"/api/live?secret={WEBHOOK_SECRET}"
-    async with connect(ws_url) as ws:
+    ws_url = url.replace("http", "ws", 1) + "/api/live"
+    async with connect(ws_url, additional_headers=API_HEADERS) as ws:
         async for message in ws:
             event = json.loads(message)
             if event["call_id"] == call_id and event["kind"] == "turn" and event["data"]["role"] == "caller":

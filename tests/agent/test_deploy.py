@@ -260,7 +260,8 @@ def test_compose_secrets_come_from_the_example_env_file_and_the_code_reads_them(
     env = next(iter(compose_workers(compose).values()))["environment"]
     assert set(env) <= env_read_by_code(image_settings)
     security = image_settings.service.security
-    for required in (security.webhook_secret_env, security.stream_secret_env, "HOTLINE_STORAGE_URL"):
+    required_env = (security.webhook_secret_env, security.stream_secret_env, security.session_secret_env)
+    for required in (*required_env, "HOTLINE_STORAGE_URL"):
         assert ":?" in env[required], f"{required} must be set (a worker would generate its own)"
 
 
@@ -480,7 +481,8 @@ def test_k8s_secrets_are_the_ones_the_code_reads(
     known = env_read_by_code(k8s_settings)
     assert set(secret) | set(container_env(pod)) <= known
     security = k8s_settings.service.security
-    assert {security.webhook_secret_env, security.stream_secret_env, "HOTLINE_REDIS_URL"} <= set(secret)
+    shared = {security.webhook_secret_env, security.stream_secret_env, security.session_secret_env}
+    assert shared | {"HOTLINE_REDIS_URL", security.api_keys_env} <= set(secret)
     assert secret["HOTLINE_STORAGE_URL"].startswith("postgresql://")
 
 

@@ -211,10 +211,10 @@ async def test_redis_gone_mid_call_the_worker_serves_alone_then_rejoins(
     runtime.cluster.heartbeat_s = 0.5  # notice the outage, and the return, quickly
     baseline = await task_names(runtime)
     sim = PiopiySimulator(clustered.url, webhook_secret=WEBHOOK_SECRET)
-    live_url = clustered.url.replace("http", "ws", 1) + f"/api/live?secret={WEBHOOK_SECRET}"
+    live_url = clustered.url.replace("http", "ws", 1) + "/api/live"
     async with (
         await sim.place_call(to_number=SUPPORT_NUMBER) as call,
-        connect(live_url) as live,
+        connect(live_url, additional_headers=clustered.api_headers) as live,
         httpx.AsyncClient(base_url=clustered.url, headers=clustered.headers, timeout=10) as api,
     ):
         call_id = call_id_of(call.pcmo)

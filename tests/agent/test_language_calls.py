@@ -65,9 +65,9 @@ def sim(service: Service) -> PiopiySimulator:
 async def test_a_spanish_caller_goes_to_interpreters_and_supervisors_read_english(
     with_llm: Service, llm: FakeLlmServer, browser: Browser
 ) -> None:
-    live_url = with_llm.url.replace("http", "ws", 1) + f"/api/live?secret={WEBHOOK_SECRET}"
+    live_url = with_llm.url.replace("http", "ws", 1) + "/api/live"
     seen: list[dict[str, Any]] = []
-    async with connect(live_url) as viewer:
+    async with connect(live_url, additional_headers=with_llm.api_headers) as viewer:
 
         async def watch() -> None:
             async for message in viewer:

@@ -15,9 +15,9 @@ from tests.agent.test_conversation import sim
 
 
 async def test_a_viewer_sees_partial_and_final_transcripts_live(service: Service) -> None:
-    live_url = service.url.replace("http", "ws", 1) + f"/api/live?secret={WEBHOOK_SECRET}"
+    live_url = service.url.replace("http", "ws", 1) + "/api/live"
     seen: list[dict[str, Any]] = []
-    async with connect(live_url) as viewer:
+    async with connect(live_url, additional_headers=service.api_headers) as viewer:
 
         async def watch() -> None:
             async for message in viewer:
@@ -42,10 +42,17 @@ async def test_a_viewer_sees_partial_and_final_transcripts_live(service: Service
     assert len({e["call_id"] for e in seen}) == 1
 
 
-async def test_live_needs_the_secret(service: Service) -> None:
-    async with connect(service.url.replace("http", "ws", 1) + "/api/live?secret=wrong") as viewer:
-        await viewer.wait_closed()
-        assert viewer.close_code == 1008
+async def test_live_needs_an_api_key_and_the_webhook_secret_is_none(service: Service) -> None:
+    live = service.url.replace("http", "ws", 1) + "/api/live"
+    for url, headers in (
+        (live, {"Authorization": "Bearer wrong-key-0123456789abcdefghij"}),
+        (live + f"?secret={WEBHOOK_SECRET}", {}),
+        (live, service.webhook_headers),
+        (live, {"Authorization": f"Bearer {WEBHOOK_SECRET}"}),
+    ):
+        async with connect(url, additional_headers=headers) as viewer:
+            await viewer.wait_closed()
+            assert (viewer.close_code, viewer.close_reason) == (1008, "unauthorized"), (url, headers)
 
 
 async def test_a_slow_viewer_loses_old_events_not_the_call() -> None:

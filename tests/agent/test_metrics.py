@@ -11,13 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.api_keys import ApiKeys, key_hash
 from agent.config import load_settings
 from agent.loop_lag import LoopLagMonitor
 from agent.metrics import CONTENT_TYPE, Metrics, call_outcome, transfer_rule
 from agent.server import create_app
 from agent.testing.caller_voice import caller_says
 from agent.testing.simulator import PiopiySimulator
-from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, write_config
+from tests.agent.conftest import API_KEY, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, write_config
 from tests.agent.test_calls import call_id_of, final_record
 
 
@@ -158,20 +159,27 @@ def test_transfer_rule_names_what_asked_for_it() -> None:
 
 
 @pytest.mark.parametrize("public", [False, True])
-def test_metrics_needs_the_secret_unless_public(tmp_path: Path, public: bool) -> None:
+def test_metrics_needs_an_api_key_unless_public(tmp_path: Path, public: bool) -> None:
     settings = load_settings(write_config(tmp_path, server={"metrics_public": public}))
+
+    async def no_stored_key(key_hash: str) -> None:
+        return None
+
     runtime = SimpleNamespace(
         settings=settings,
         metrics=Metrics(),
         webhook_secret=WEBHOOK_SECRET,
+        api_keys=ApiKeys({"tests": key_hash(API_KEY)}, SimpleNamespace(api_key_name=no_stored_key)),  # type: ignore[arg-type]
         refusal=lambda host, platform: None,
         auth_failed=lambda host, surface: None,
     )
     with TestClient(create_app(settings, runtime=runtime)) as client:  # type: ignore[arg-type]
         assert client.get("/metrics").status_code == (200 if public else 401)
-        ok = client.get("/metrics", headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"})
+        ok = client.get("/metrics", headers={"Authorization": f"Bearer {API_KEY}"})
         assert ok.status_code == 200 and ok.headers["content-type"] == CONTENT_TYPE
-        assert client.get("/metrics", params={"secret": WEBHOOK_SECRET}).status_code == 200
+        assert client.get("/metrics", headers={"X-Hotline-Api-Key": API_KEY}).status_code == 200
+        webhook_secret = client.get("/metrics", headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"})
+        assert webhook_secret.status_code == (200 if public else 401)
 
 
 async def scrape(http: httpx.AsyncClient) -> str:

@@ -19,7 +19,7 @@ from agent.testing.scenario import Scenario, Step, load_scenario
 from agent.testing.scenario_run import SERVICE_AHEAD_S, quiet_for, run_scenario, step_audio
 from agent.yamlfile import ConfigError
 from pipelines.voicing import measure_speech
-from tests.agent.conftest import REPO, WEBHOOK_SECRET, Service
+from tests.agent.conftest import API_KEY, REPO, WEBHOOK_SECRET, Service
 
 RECORDS = Path(__file__).parent / "data" / "records"
 
@@ -119,19 +119,21 @@ async def test_a_stored_call_becomes_a_fixture_that_replays_green(service: Servi
         scenario,
         url=service.url,
         secret=WEBHOOK_SECRET,
+        api_key=API_KEY,
         out_dir=tmp_path / "first",
         settings=service.settings,
     )
     target = tmp_path / "fixtures" / "charged_twice.yaml"
     target.parent.mkdir()
-    await write_fixture(service.url, WEBHOOK_SECRET, first.call_id, target)
+    await write_fixture(service.url, API_KEY, first.call_id, target)
     written = yaml.safe_load(target.read_text())
     assert written["bot"] == "support_desk" and written["caller"][0] == {"audio": "charged_twice/turn1.wav"}
     assert written["expect"]["transfers"] == [{"department": "billing", "at_turn": 1}]
     clip = target.parent / "charged_twice" / "turn1.wav"
     assert 1.0 < clip.stat().st_size / 16000 < 5.0  # the caller's words, 8 kHz mono, with margins
     again = await run_scenario(
-        load_scenario(target), url=service.url, secret=WEBHOOK_SECRET, out_dir=tmp_path / "again",
+        load_scenario(target), url=service.url, secret=WEBHOOK_SECRET, api_key=API_KEY,
+        out_dir=tmp_path / "again",
         settings=service.settings, speed="max",
     )  # fmt: skip
     assert again.passed, again.failures
@@ -163,7 +165,14 @@ def test_hotline_replay_goes_from_red_to_green(tmp_path: Path, capsys: pytest.Ca
     assert "✓ every expectation met" in capsys.readouterr().out
 
 
-def test_hotline_replay_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hotline_replay_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HOTLINE_API_KEY", raising=False)
+    hours = write(tmp_path / "hours.yaml", {"bot": "support_desk", "caller": [{"say": "Hi."}]})
+    for where in (["--url", "http://127.0.0.1:9"], ["--record-from", "http://127.0.0.1:9", "c_1"]):
+        assert main(["--config", str(REPO / "config.yaml"), "replay", str(hours), *where]) == 2
+        assert "set HOTLINE_API_KEY" in capsys.readouterr().err  # before any call is placed
     wav = tmp_path / "call.wav"
     wav.write_bytes(b"")
     assert main(["--config", str(REPO / "config.yaml"), "replay", str(wav)]) == 2

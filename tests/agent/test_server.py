@@ -102,23 +102,32 @@ def test_json_bomb_within_the_size_limit_is_a_400_not_a_500(service: Service) ->
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize(
-    "path", ["/piopiy/answer", "/piopiy/events", "/piopiy/cdr", "/piopiy/dtmf", "/api/calls"]
-)
-def test_webhooks_and_api_need_the_secret(service: Service, path: str) -> None:
-    method = "GET" if path.startswith("/api") else "POST"
-    for headers in ({}, {"X-Hotline-Secret": "wrong"}):
-        response = httpx.request(method, service.url + path, json=answer_body(), headers=headers)
+@pytest.mark.parametrize("path", ["/piopiy/answer", "/piopiy/events", "/piopiy/cdr", "/piopiy/dtmf"])
+def test_webhooks_need_the_webhook_secret(service: Service, path: str) -> None:
+    for headers in ({}, {"X-Hotline-Secret": "wrong"}, service.api_headers):
+        response = httpx.post(service.url + path, json=answer_body(), headers=headers)
+        assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+
+
+def test_the_api_needs_an_api_key(service: Service) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, service.webhook_headers):
+        response = httpx.get(service.url + "/api/calls", headers=headers)
         assert response.status_code == 401 and response.json()["error"] == "unauthorized"
 
 
 def test_secret_accepted_as_query_or_bearer(service: Service) -> None:
-    secret = service.headers["X-Hotline-Secret"]
-    assert httpx.get(f"{service.url}/api/calls?secret={secret}").status_code == 200
-    assert (
-        httpx.get(f"{service.url}/api/calls", headers={"Authorization": f"Bearer {secret}"}).status_code
-        == 200
-    )
+    secret = service.webhook_headers["X-Hotline-Secret"]
+    body = {"cmiuuid": "not-ours", "status": "ringing"}
+    assert httpx.post(f"{service.url}/piopiy/events?secret={secret}", json=body).status_code == 200
+    bearer = {"Authorization": f"Bearer {secret}"}
+    assert httpx.post(f"{service.url}/piopiy/events", json=body, headers=bearer).status_code == 200
+
+
+def test_api_key_accepted_as_bearer_or_its_header(service: Service) -> None:
+    key = service.api_headers["Authorization"].removeprefix("Bearer ")
+    assert httpx.get(f"{service.url}/api/calls", headers=service.api_headers).status_code == 200
+    assert httpx.get(f"{service.url}/api/calls", headers={"X-Hotline-Api-Key": key}).status_code == 200
+    assert httpx.get(f"{service.url}/api/calls?secret={key}").status_code == 401  # never in a URL
 
 
 def test_events_and_cdrs_join_the_call(service: Service) -> None:

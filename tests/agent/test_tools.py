@@ -138,6 +138,36 @@ async def test_arguments_are_url_encoded(orders: ToolBox, backend: FakeToolBacke
     assert backend.requests[-1].raw_path == "/orders/..%2Faccounts%2F1%20x%3Fy%3D%23"
 
 
+@pytest.mark.parametrize("order_id", ["..", ".", ""])
+async def test_a_path_placeholder_cannot_be_a_dot_segment(
+    orders: ToolBox, backend: FakeToolBackend, order_id: str
+) -> None:
+    before = len(backend.requests)
+    with pytest.raises(ToolError, match=r"order_id cannot be .* in the URL path") as error:
+        await orders.run("any_order", {"order_id": order_id})
+    assert error.value.kind == "bad_args" and len(backend.requests) == before  # never `/orders/..` = `/`
+
+
+async def test_only_whole_path_segments_are_refused(backend: FakeToolBackend) -> None:
+    split = HttpTool(
+        name="split",
+        description="A segment made of two placeholders; another in the query.",
+        parameters={"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}},
+        url=f"{backend.base_url}/orders/{{a}}{{b}}?ref={{a}}",
+        result="Order {order_id} is {status}.",
+    )
+    async with ToolBox(with_tools(BOTS["order_line"], backend, split), env={}) as toolbox:
+        with pytest.raises(ToolError, match=r"a, b cannot be '\.\.'"):
+            await toolbox.run("split", {"a": ".", "b": "."})
+        assert (await toolbox.run("split", {"a": "123", "b": "45"}))["status"] == "shipped"
+        assert backend.requests[-1].raw_path == "/orders/12345" and backend.requests[-1].query == {
+            "ref": "123"
+        }
+        with pytest.raises(ToolError) as not_found:  # `..x` is a name, not a step up: it reaches the backend
+            await toolbox.run("split", {"a": "..", "b": "x"})
+        assert not_found.value.kind == "http_status" and backend.requests[-1].raw_path == "/orders/..x"
+
+
 async def test_bad_arguments_never_reach_the_backend(orders: ToolBox, backend: FakeToolBackend) -> None:
     before = len(backend.requests)
     for args, where in (

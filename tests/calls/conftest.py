@@ -20,7 +20,7 @@ import pytest
 from agent.config import Settings, load_settings
 from agent.testing.expect import format_failures
 from agent.testing.scenario import Scenario, load_scenario
-from agent.testing.scenario_run import local_service, run_scenario, service_secret
+from agent.testing.scenario_run import LocalService, local_service, run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 CALLS = Path(__file__).resolve().parent
@@ -33,17 +33,17 @@ class _SharedService:
     def __init__(self) -> None:
         self._stack = contextlib.ExitStack()
         self.settings: Settings | None = None
-        self.url = ""
+        self.local: LocalService | None = None
 
-    def get(self, config: pytest.Config) -> tuple[Settings, str]:
-        if self.settings is None:
+    def get(self, config: pytest.Config) -> tuple[Settings, LocalService]:
+        if self.settings is None or self.local is None:
             tmp = config._tmp_path_factory.mktemp("calls-service")  # type: ignore[attr-defined]
             os.environ.setdefault("HOTLINE_WEBHOOK_SECRET", "calls-webhook-secret-0123456789")
             os.environ.setdefault("HOTLINE_STREAM_SECRET", "calls-stream-secret-0123456789abcdef")
             settings = load_settings(REPO / "config.yaml")
-            self.url = self._stack.enter_context(local_service(settings, tmp, demo_backend=True))
+            self.local = self._stack.enter_context(local_service(settings, tmp, demo_backend=True))
             self.settings = settings
-        return self.settings, self.url
+        return self.settings, self.local
 
     def close(self) -> None:
         self._stack.close()
@@ -81,12 +81,17 @@ class ScenarioItem(pytest.Item):
         self.scenario = scenario
 
     def runtest(self) -> None:
-        settings, url = _service.get(self.config)
+        settings, local = _service.get(self.config)
         out = REPORTS / self.name
         shutil.rmtree(out, ignore_errors=True)
         run = asyncio.run(
             run_scenario(
-                self.scenario, url=url, secret=service_secret(settings), out_dir=out, settings=settings
+                self.scenario,
+                url=local.url,
+                secret=local.webhook_secret,
+                api_key=local.api_key,
+                out_dir=out,
+                settings=settings,
             )
         )
         self.user_properties.append(("report", str(run.report.get("html"))))

@@ -1,4 +1,4 @@
-"""schemathesis against the service's own OpenAPI spec (/openapi.json), with the webhook secret.
+"""schemathesis against the service's own OpenAPI spec (/openapi.json), with its webhook secret and API key.
 
 Every operation gets valid and invalid inputs generated from the spec (the webhooks' bodies are in it:
 agent/server.py documents their models). The service must answer each with something other than a
@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.agent.conftest import WEBHOOK_SECRET, Service
+from tests.agent.conftest import Service
 from tests.fuzz.conftest import FULL_CASES, PROFILE, Surface, cases
 
 CI_CASES = 300
@@ -30,7 +30,7 @@ def test_every_operation_answers_without_a_server_error(fuzz_service: Service, s
     with_inputs = [op for op in operations if op.path_parameters or op.query or op.body or op.headers]
     per_operation = math.ceil((FULL_CASES if PROFILE == "full" else CI_CASES) / len(with_inputs))
     assert len(with_inputs) >= 9, [op.label for op in with_inputs]  # the webhooks' bodies are in the spec
-    headers = {"X-Hotline-Secret": WEBHOOK_SECRET}
+    headers = fuzz_service.headers  # the webhook secret for /piopiy/*, an API key for /api/*
 
     for operation in operations:
         strategy = st.one_of(
