@@ -35,6 +35,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from agent.cluster import Cluster
+from agent.security import is_call_id
 from agent.store import Store
 from pipelines.audio import CallRecording
 
@@ -101,6 +102,9 @@ async def recover_abandoned_calls(
     for call in await store.calls_left_active():
         served_by = call["meta"].get("served_by")
         if not await worker_gone(served_by, me, cluster, alone=alone):
+            continue
+        if not is_call_id(call["id"]):  # its id would name paths outside the recordings
+            log.warning("call %r left active is not one of ours: left alone", str(call["id"])[:64])
             continue
         if _still_recording(recordings_dir / call["id"]):
             continue  # audio still arrives: its worker lives (it lost Redis, say)

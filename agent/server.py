@@ -20,12 +20,12 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.bus import relay
-from agent.config import Settings, normalize_number
+from agent.config import Settings
 from agent.dashboard.routes import install as install_dashboard
 from agent.logs import for_call
 from agent.metrics import CONTENT_TYPE
-from agent.runtime import Runtime, new_call_id
-from agent.security import webhook_secret_ok
+from agent.runtime import Runtime
+from agent.security import CALL_ID_PATTERN, is_call_id, webhook_secret_ok
 from agent.speech_models import SpeechModels
 from agent.stream import stream_socket
 from agent.telephony.piopiy import (
@@ -46,6 +46,7 @@ from agent.telephony.piopiy_webhooks import (
     DtmfCallback,
     parse_body,
 )
+from agent.unstreamed import CDR_BEFORE_STREAM, HANGUP_BEFORE_STREAM, close_unstreamed
 from agent.yamlfile import ConfigError
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,12 @@ def create_app(
             rt.auth_failed(host, "live")
             await ws.close(1008, "unauthorized")
             return
-        await relay(rt.bus.subscribe(ws.query_params.get("call")), ws.send_json)
+        call = ws.query_params.get("call")
+        if call is not None and not is_call_id(call):
+            log.warning("live feed refused: %r is not a call id", call[:64])
+            await ws.close(1008, "malformed call id")
+            return
+        await relay(rt.bus.subscribe(call), ws.send_json)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -163,32 +169,45 @@ def create_app(
             call_id = await rt.store.call_id_for(request_id=event.request_id)
             if call_id and event.cmiuuid:
                 await rt.store.update_call(call_id, cmiuuid=event.cmiuuid)
-        await rt.store.add_event(
-            source="piopiy",
+        stored = await rt.store.add_platform_event(
+            event.delivery_key(body),
             status=event.status,
             payload=body,
             at=time.time(),
             call_id=call_id,
             cmiuuid=event.cmiuuid,
         )
+        if not stored:  # PIOPIY delivered it again: stored and acted on once
+            log.info("event %s of %s delivered again: ignored", event.status[:64], event.cmiuuid)
+            return {"ok": True, "call_id": call_id, "duplicate": True}
         session = rt.session_for_cmiuuid(event.cmiuuid)  # again: the call may have ended while we stored
         if session is not None:
             await session.on_platform_event(event)
         elif call_id and rt.cluster is not None and await rt.route(call_id, {"cmd": "event", "body": body}):
             pass  # the call lives on another worker: it got the event
         elif call_id and event.status_lower == "hangup":
-            # PIOPIY usually closes the socket before it posts `hangup`: say who ended the call. In the
-            # call's lane of writes: its closing update may still be waiting there (a slow store).
-            await rt.writer.write(call_id, lambda: rt.store.mark_caller_hangup(call_id), "caller hangup")
-        return {"ok": True, "call_id": call_id}
+            if not await close_unstreamed(rt.store, call_id, HANGUP_BEFORE_STREAM, rt.metrics.call_ended):
+                # PIOPIY usually closes the socket before it posts `hangup`: say who ended the call. In
+                # the call's lane of writes: its closing update may still be waiting there (a slow store).
+                await rt.writer.write(call_id, lambda: rt.store.mark_caller_hangup(call_id), "caller hangup")
+        return {"ok": True, "call_id": call_id, "duplicate": False}
 
     @app.post("/piopiy/cdr", openapi_extra=_json_body_doc(CdrRecord))
     async def cdr(request: Request) -> dict[str, Any]:
         rt = _authorized(request)
         body = await _json_body(request, rt)
         record = _parse(CdrRecord, body, "malformed CDR")
-        first = await rt.store.upsert_cdr(record.cmiuuid, record.leg, body, time.time())
-        return {"ok": True, "duplicate": not first}
+        first, newest = await rt.store.upsert_cdr(record.cmiuuid, record.leg, body, time.time())
+        if not newest:
+            log.info(
+                "CDR of %s leg %s: an older or repeated delivery, kept the newer", record.cmiuuid, record.leg
+            )
+        call_id = await rt.store.call_id_for(cmiuuid=record.cmiuuid)
+        if call_id is None and record.request_id:
+            call_id = await rt.store.call_id_for(request_id=record.request_id)
+        if call_id is not None:  # the call is over: if its stream never connected, it never will
+            await close_unstreamed(rt.store, call_id, CDR_BEFORE_STREAM, rt.metrics.call_ended)
+        return {"ok": True, "duplicate": not first, "newest": newest}
 
     @app.post("/piopiy/dtmf", openapi_extra=_json_body_doc(DtmfCallback))
     async def dtmf(request: Request) -> dict[str, Any]:
@@ -227,6 +246,7 @@ def create_app(
     @app.get("/api/calls/{call_id}")
     async def get_call(request: Request, call_id: str) -> dict[str, Any]:
         rt = _authorized(request)
+        _check_call_id(call_id)
         record = await rt.store.call_record(call_id)
         if record is None:
             raise HttpError(404, "no such call", call_id)
@@ -236,6 +256,7 @@ def create_app(
     @app.get("/api/calls/{call_id}/recording")
     async def get_recording(request: Request, call_id: str) -> FileResponse:
         rt = _authorized(request)
+        _check_call_id(call_id)
         path = await rt.store.recording_path(call_id)
         if path is None or not path.is_file():
             raise HttpError(404, "no recording for this call", call_id)
@@ -251,6 +272,7 @@ def create_app(
     async def supervisor_transfer(request: Request, call_id: str, body: SupervisorTransfer) -> JSONResponse:
         """A supervisor's "transfer now": to a department of the call's bot (never a number)."""
         rt = _authorized(request)
+        _check_call_id(call_id)
         record = await rt.store.call_record(call_id)
         bot = rt.settings.bots.get(record["bot"]) if record and record.get("bot") else None
         if bot is None:
@@ -264,6 +286,7 @@ def create_app(
     async def supervisor_hangup(request: Request, call_id: str, body: SupervisorAction) -> JSONResponse:
         """A supervisor's "hang up"."""
         rt = _authorized(request)
+        _check_call_id(call_id)
         return _routed(call_id, await rt.route(call_id, {"cmd": "hangup", "user": body.user}))
 
     @app.post("/api/reload")
@@ -306,6 +329,13 @@ def _routed(call_id: str, worker: str | None) -> JSONResponse:
 def _rt(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def _check_call_id(call_id: str) -> None:
+    """A call id from a URL: one we could have minted, or a 400 (ids name files: nothing else passes)."""
+    if not is_call_id(call_id):
+        log.warning("refused a malformed call id %r", call_id[:64])
+        raise HttpError(400, "malformed call id", f"a call id matches {CALL_ID_PATTERN}")
 
 
 def _authorized(request: Request) -> Runtime:
@@ -354,30 +384,85 @@ async def _json_body(request: Request, rt: Runtime) -> Any:
 
 
 async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
-    """The PCMO for a new call: stream it to the bot owning the number, or the fallback."""
+    """The PCMO for a new call: stream it to the bot owning the number, or the fallback. A retried
+    answer_url (the same cmiuuid) finds the call's row and gets the same answer (`_answer_again`)."""
     settings = rt.settings
     now = time.time()
-    call_id = new_call_id()
+    call_id = rt.tokens.call_id_for(call.cmiuuid)  # the same on every worker and every retry
     for_call(call_id)
-    try:
-        bot_name = settings.service.numbers.get(normalize_number(call.to))
-    except ValueError:
-        bot_name = None
+    if call.from_ is None:
+        log.info(
+            "call %s: the caller's number %r is not a phone number: unknown", call.cmiuuid, body.get("from")
+        )
+    bot_name = settings.service.numbers.get(call.to) if call.to else None
     bot = settings.bots.get(bot_name) if bot_name else None
     common = {"cmiuuid": call.cmiuuid, "from_number": call.from_, "to_number": call.to, "started_at": now}
     if bot is None or rt.draining:
         pcmo = _fallback_pcmo(settings, call.to)
         why = "draining" if rt.draining else "unknown_number"
-        log.warning("call %s to %s: %s, answered with the fallback PCMO", call.cmiuuid, call.to, why)
-        await rt.store.create_call(
+        if not await rt.store.insert_call(
             id=call_id, status="unrouted", end_reason=why, ended_at=now, meta={"answer": body}, **common
-        )
+        ):
+            return await _answer_again(rt, call_id, body)
+        log.warning("call %s to %s: %s, answered with the fallback PCMO", call.cmiuuid, call.to, why)
         await rt.store.add_action(call_id, "answer", pcmo, {"rule": why, "number": call.to}, now)
         rt.metrics.call_ended(bot_name or "unknown", "unrouted")
         return pcmo
     assert bot_name is not None
-    ws_url = rt.stream_url(call_id=call_id, bot=bot_name, from_number=call.from_, to_number=call.to)
-    opts = bot.stream
+    pcmo, exp = _stream_pcmo(rt, call_id, bot_name, call.from_, call.to)
+    if not await rt.store.insert_call(
+        id=call_id,
+        bot=bot_name,
+        status="answered",
+        sample_rate=bot.stream.voice_quality,
+        meta={"answer": body, "stream_exp": exp},
+        **common,
+    ):
+        return await _answer_again(rt, call_id, body)
+    await rt.store.add_action(
+        call_id, "answer", redact_tokens(pcmo), {"rule": "number_routing", "bot": bot_name}, now
+    )
+    log.info("call %s (%s → %s) routed to bot %s as %s", call.cmiuuid, call.from_, call.to, bot_name, call_id)
+    return pcmo
+
+
+async def _answer_again(rt: Runtime, call_id: str, body: Any) -> Pcmo:
+    """PIOPIY retried answer_url for a call we have: the same PCMO (the same ws_url: same call, numbers
+    and token expiry), no second row; the retry is kept as a `piopiy/answer_retry` event."""
+    row = await rt.store.call_fields(call_id)
+    assert row is not None  # the insert found it
+    bot = row["bot"] if row["status"] != "unrouted" and row["bot"] in rt.settings.bots else None
+    if bot is None:
+        pcmo = _fallback_pcmo(rt.settings, row["to_number"])
+    else:
+        exp = (row["meta"] or {}).get("stream_exp")
+        exp = exp if isinstance(exp, int) and not isinstance(exp, bool) else None
+        pcmo, _ = _stream_pcmo(rt, call_id, bot, row["from_number"], row["to_number"], exp)
+    await rt.store.add_event(
+        source="piopiy",
+        status="answer_retry",
+        payload=body,
+        at=time.time(),
+        call_id=call_id,
+        cmiuuid=row["cmiuuid"],
+    )
+    log.info("answer_url retried for call %s (%s): answered as before", call_id, row["status"])
+    return pcmo
+
+
+def _stream_pcmo(
+    rt: Runtime,
+    call_id: str,
+    bot_name: str,
+    from_number: str | None,
+    to_number: str | None,
+    exp: int | None = None,
+) -> tuple[Pcmo, int]:
+    """`[record?, stream]` for a bot's call, and its stream token's expiry."""
+    ws_url, exp = rt.stream_url(
+        call_id=call_id, bot=bot_name, from_number=from_number or "", to_number=to_number or "", exp=exp
+    )
+    opts = rt.settings.bots[bot_name].stream
     pcmo = [record_action()] if opts.record else []
     pcmo.append(
         stream_action(
@@ -387,27 +472,17 @@ async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
             stream_on_answer=opts.stream_on_answer,
         )
     )
-    await rt.store.create_call(
-        id=call_id,
-        bot=bot_name,
-        status="answered",
-        sample_rate=opts.voice_quality,
-        meta={"answer": body},
-        **common,
-    )
-    await rt.store.add_action(
-        call_id, "answer", redact_tokens(pcmo), {"rule": "number_routing", "bot": bot_name}, now
-    )
-    log.info("call %s (%s → %s) routed to bot %s as %s", call.cmiuuid, call.from_, call.to, bot_name, call_id)
-    return pcmo
+    return pcmo, exp
 
 
-def _fallback_pcmo(settings: Settings, to_number: str) -> Pcmo:
+def _fallback_pcmo(settings: Settings, to_number: str | None) -> Pcmo:
     fb = settings.service.unknown_number
     pcmo: Pcmo = [speak_action(fb.say)] if fb.say else []
     if fb.bridge_to:
         try:
-            pcmo.append(bridge_action(to_number, fb.bridge_to, timeout=fb.timeout, ring_type=fb.ring_type))
+            pcmo.append(
+                bridge_action(to_number or "", fb.bridge_to, timeout=fb.timeout, ring_type=fb.ring_type)
+            )
         except PiopiyFormatError:
             # `to` is not a usable caller id (junk from a misconfigured trunk): hang up instead of failing.
             pcmo.append(hangup_action())
