@@ -44,6 +44,7 @@ from agent.telephony.piopiy_webhooks import (
     CallEvent,
     CdrRecord,
     DtmfCallback,
+    cdr_is_newer,
     parse_body,
 )
 from agent.unstreamed import CDR_BEFORE_STREAM, HANGUP_BEFORE_STREAM, close_unstreamed
@@ -197,7 +198,9 @@ def create_app(
         rt = _authorized(request)
         body = await _json_body(request, rt)
         record = _parse(CdrRecord, body, "malformed CDR")
-        first, newest = await rt.store.upsert_cdr(record.cmiuuid, record.leg, body, time.time())
+        first, newest = await rt.store.upsert_cdr(
+            record.cmiuuid, record.leg, body, time.time(), newer=cdr_is_newer
+        )
         if not newest:
             log.info(
                 "CDR of %s leg %s: an older or repeated delivery, kept the newer", record.cmiuuid, record.leg
@@ -392,7 +395,9 @@ async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
     for_call(call_id)
     if call.from_ is None:
         log.info(
-            "call %s: the caller's number %r is not a phone number: unknown", call.cmiuuid, body.get("from")
+            "call %s: the caller's number %r is not a phone number: unknown",
+            call.cmiuuid,
+            str(body.get("from"))[:40],
         )
     bot_name = settings.service.numbers.get(call.to) if call.to else None
     bot = settings.bots.get(bot_name) if bot_name else None

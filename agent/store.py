@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,11 @@ class EventDeliveryRow(Base):
     __tablename__ = "event_deliveries"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+def _latest(incoming: Any, stored: Any) -> bool:
+    """Without an order of its own, the latest delivery of a CDR is kept."""
+    return True
 
 
 def async_url(url: str, base_dir: Path | None = None) -> str:
@@ -366,10 +371,13 @@ class Store:
             result = await s.execute(delete(EventDeliveryRow).where(EventDeliveryRow.received_at < before))
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def upsert_cdr(self, cmiuuid: str, leg: str, payload: Any, at: float) -> tuple[bool, bool]:
-        """Store a CDR once per (cmiuuid, leg): each delivery is counted, and the newest CDR (by its `time`,
-        else `end_time`) is kept, so a late retry of an older one never replaces a newer one. Returns
-        (first delivery, kept: this CDR is the one stored now)."""
+    async def upsert_cdr(
+        self, cmiuuid: str, leg: str, payload: Any, at: float, *, newer: Callable[[Any, Any], bool] = _latest
+    ) -> tuple[bool, bool]:
+        """Store a CDR once per (cmiuuid, leg): each delivery is counted, and the stored CDR is replaced
+        only by one `newer(incoming, stored)` says is newer (the webhook passes PIOPIY's order, so a late
+        retry of an older CDR never replaces a newer one; by default the latest delivery is kept).
+        Returns (first delivery, kept: this CDR is the one stored now)."""
         stmt = self._insert()(CdrRow).values(
             cmiuuid=cmiuuid, leg=leg, payload=payload, received_at=at, deliveries=1
         )
@@ -382,7 +390,7 @@ class Store:
             row_id, deliveries, stored = (await s.execute(stmt)).one()
             if deliveries == 1:
                 return True, True
-            if not cdr_is_newer(payload, stored):
+            if not newer(payload, stored):
                 return False, False
             await s.execute(update(CdrRow).where(CdrRow.id == row_id).values(payload=payload, received_at=at))
         return False, True
@@ -540,32 +548,6 @@ def _never_streamed() -> Any:
     return case(
         *((CallRow.status == before, after) for before, after in NEVER_STREAMED.items()), else_=CallRow.status
     )
-
-
-def cdr_order(payload: Any) -> float | None:
-    """When PIOPIY made a CDR (ms): its `time`, else its `end_time` (s); None when it says neither."""
-    if not isinstance(payload, dict):
-        return None
-    for key, scale in (("time", 1.0), ("end_time", 1000.0)):
-        value: Any = payload.get(key)
-        if value is None or isinstance(value, bool):
-            continue
-        try:
-            number = float(value) * scale
-        except (TypeError, ValueError):
-            continue
-        if number == number and abs(number) != float("inf"):  # not NaN or infinite
-            return number
-    return None
-
-
-def cdr_is_newer(incoming: Any, stored: Any) -> bool:
-    """Whether a CDR delivery replaces the stored one: it is newer by `cdr_order`; one that says nothing
-    of its time replaces only another that says nothing either (the latest delivery then)."""
-    new, old = cdr_order(incoming), cdr_order(stored)
-    if new is None:
-        return old is None
-    return old is None or new > old
 
 
 def _matching(text: str) -> ColumnElement[bool]:

@@ -1,4 +1,5 @@
-"""PIOPIY's webhook bodies (answer_url, Event URL, CDR URL, DTMF callbacks) as lenient typed models.
+"""PIOPIY's webhook bodies (answer_url, Event URL, CDR URL, DTMF callbacks) as lenient typed models,
+and what identifies a delivery: an event's key, a CDR's age.
 
 PIOPIY sends numbers as ints or strings and adds keys over time: unknown keys are kept, numbers become
 digit strings (`+91 80-4000 1000` → `918040001000`; anything that is not a phone number, such as a
@@ -155,6 +156,32 @@ class DtmfCallback(_Lenient):
     def call_uuid(self) -> str | None:
         """The call the digits belong to, whichever spelling PIOPIY used."""
         return self.cmiuuid or self.cmuuid
+
+
+def cdr_order(payload: Any) -> float | None:
+    """When PIOPIY made a CDR (ms): its `time`, else its `end_time` (s); None when it says neither."""
+    if not isinstance(payload, dict):
+        return None
+    for key, scale in (("time", 1.0), ("end_time", 1000.0)):
+        value: Any = payload.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            number = float(value) * scale
+        except (TypeError, ValueError):
+            continue
+        if number == number and abs(number) != float("inf"):  # not NaN or infinite
+            return number
+    return None
+
+
+def cdr_is_newer(incoming: Any, stored: Any) -> bool:
+    """Whether a CDR delivery replaces the stored one: it is newer by `cdr_order`; one that says nothing
+    of its time replaces only another that says nothing either (the latest delivery then)."""
+    new, old = cdr_order(incoming), cdr_order(stored)
+    if new is None:
+        return old is None
+    return old is None or new > old
 
 
 def parse_body(model: type[M], body: Any) -> M:

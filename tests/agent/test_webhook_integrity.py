@@ -22,8 +22,7 @@ import psycopg
 import pytest
 
 from agent.config import normalize_number
-from agent.store import cdr_is_newer
-from agent.telephony.piopiy_webhooks import AnswerRequest, CallEvent, CdrRecord, parse_body
+from agent.telephony.piopiy_webhooks import AnswerRequest, CallEvent, CdrRecord, cdr_is_newer, parse_body
 from agent.testing.simulator import PiopiySimulator
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of
