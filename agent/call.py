@@ -31,6 +31,7 @@ from agent.listen import BOT, CALLER
 from agent.metrics import call_outcome
 from agent.recordings import GuardedRecording
 from agent.runtime import Runtime
+from agent.security import is_call_id
 from agent.speech import SpokenReply
 from agent.telephony.piopiy import (
     ControlVerb,
@@ -84,6 +85,8 @@ class CallSession:
         caller_number: str = "",
         called_number: str = "",
     ) -> None:
+        if not is_call_id(call_id):  # it names the recording's files: nothing else may reach a path
+            raise ValueError(f"not a call id: {call_id[:80]!r}")
         self.runtime = runtime
         self.call_id = call_id
         self.bot_name = bot_name
@@ -156,9 +159,7 @@ class CallSession:
             "call.started", bot=self.bot_name, caller=self.ctx.caller_number, called=self.ctx.called_number
         )
         self.state = "greeting"  # after call.started: live views list the call, then follow it
-        # Who serves it first: a worker that dies leaves it active, and the others must know whose it was.
-        await self.record.merge_meta(served_by=self.runtime.incarnation.as_meta())
-        await self.record.update(status="active", connected_at=time.time())
+        # The stream's claim made the call `active` and recorded who serves it (agent/stream.py).
         await self.record.event("stream", "connected", {"sample_rate": self.sample_rate})
         self.start_reply(self.speak_fixed(self.bot.greeting))
 

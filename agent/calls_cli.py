@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Settings
+from agent.security import CALL_ID_PATTERN, is_call_id, is_call_id_prefix
 from agent.store import Store
 
 MIN_PREFIX = 6
@@ -93,10 +94,17 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _resolve(store: Store, given: str) -> str | None:
-    """The call id `given` names (itself, or the one call it is a prefix of); else a message on stderr."""
-    if await store.call_record(given) is not None:
+    """The call id `given` names (itself, or the one call it is a prefix of); else a message on stderr.
+    Only well-formed ids are looked up or returned: the id names the export's directory."""
+    if not is_call_id_prefix(given):
+        print(
+            f"{given[:80]!r} is not a call id ({CALL_ID_PATTERN}, or its first characters)", file=sys.stderr
+        )
+        return None
+    if is_call_id(given) and await store.call_record(given) is not None:
         return given
-    matches = await store.call_ids_with_prefix(given, limit=5) if len(given) >= MIN_PREFIX else []
+    found = await store.call_ids_with_prefix(given, limit=5) if len(given) >= MIN_PREFIX else []
+    matches = [m for m in found if is_call_id(m)]
     if len(matches) == 1:
         return matches[0]
     if matches:

@@ -161,7 +161,7 @@ async def _call(settings: Settings, args: argparse.Namespace) -> int:
         service.security.stream_token_ttl_s,
     )
     call_id = new_call_id()
-    url = stream_url(
+    url, _ = stream_url(
         service.server.ws_base,
         tokens,
         call_id=call_id,

@@ -32,10 +32,11 @@ class Strict(BaseModel):
 
 def normalize_number(value: Any) -> str:
     """Phone numbers as digit strings: '+91 80-1234' and 91801234 both become '91801234'."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, int) and value < 0):
         raise ValueError(f"{value!r} is not a phone number")
     digits = re.sub(r"[\s\-().]", "", str(value)).lstrip("+")
-    if not digits.isdigit() or not 3 <= len(digits) <= 16:
+    # ASCII digits only: str.isdigit() also passes '²' and other scripts' digits.
+    if not re.fullmatch(r"[0-9]{3,16}", digits):
         raise ValueError(f"{value!r} is not a phone number (digits, optionally with a leading +)")
     return digits
 

@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 
 from agent.cluster import Cluster
 from agent.recordings import RecordingFinisher, short_error
+from agent.security import is_call_id
 from agent.store import Store
 from pipelines.audio import CallRecording
 
@@ -126,6 +127,9 @@ async def recover_abandoned_calls(
     for call in await store.calls_left_active():
         served_by = call["meta"].get("served_by")
         if not await worker_gone(served_by, me, cluster, alone=alone):
+            continue
+        if not is_call_id(call["id"]):  # its id would name paths outside the recordings
+            log.warning("call %r left active is not one of ours: left alone", str(call["id"])[:64])
             continue
         # Fresh raw parts mean audio may still arrive (its worker lost Redis, say), unless the process
         # that wrote them is provably dead: a worker restarted within seconds of a crash still recovers.

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.security import is_call_id
 from agent.store import Store
 from pipelines.audio import CallRecording
 
@@ -78,6 +79,9 @@ async def purge_recordings(
     result = PurgeResult(cutoff=now - days * DAY_S)
     for call_id, path_text, ended_at in await store.recordings_ended_before(result.cutoff):
         path = Path(path_text)
+        if not is_call_id(call_id):  # not a call of ours: its row is not trusted with a file
+            log.warning("retention: %r is not a call id: its recording is left alone", call_id[:64])
+            continue
         if root is not None and not _under(path, root):
             continue
         size = _size(path)

@@ -42,6 +42,7 @@ from agent.security import AddressList, FailureLimiter, StreamTokens, resolve_se
 from agent.speech_models import CallTranscriber, LocalSpeechModels, SpeechModels
 from agent.store import Store
 from agent.telephony.piopiy_webhooks import CallEvent, parse_body
+from agent.unstreamed import start_sweep, stop_sweep
 from pipelines.executor import ModelExecutor
 from pipelines.tts import PhraseCache, Synthesizer
 
@@ -106,6 +107,8 @@ class Runtime:
     """This start of this worker, kept in each call's `meta.served_by` (agent/recovery.py)."""
     recovery: asyncio.Task[None] | None = None
     """Finishes calls left active by workers that died (agent/recovery.py)."""
+    unstreamed: asyncio.Task[None] | None = None
+    """Ends calls whose stream token expired before their stream connected (agent/unstreamed.py)."""
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     auth_failures: FailureLimiter = field(init=False)
     """Wrong secrets and stream tokens per client address (security.max_failed_auth)."""
@@ -218,6 +221,9 @@ class Runtime:
             ),
             name="call-recovery",
         )
+        runtime.unstreamed = start_sweep(
+            store, service.security.stream_token_ttl_s, runtime.metrics.call_ended
+        )
         return runtime
 
     def new_dialogue(self, ctx: CallContext, toolbox: ToolBox, *, run_tool: ToolRunner) -> Dialogue:
@@ -245,6 +251,7 @@ class Runtime:
         await stop_retention(self.retention)
         await stop_recovery(self.recovery)
         await self.recordings.stop()  # raw parts still waiting stay for recovery at the next start
+        await stop_sweep(self.unstreamed)
         if self.cluster is not None:
             await self.cluster.close()
         await self.loop_lag.stop()
@@ -421,8 +428,10 @@ class Runtime:
             return None
         return next((s for s in self.sessions.values() if s.cmiuuid == cmiuuid), None)
 
-    def stream_url(self, *, call_id: str, bot: str, from_number: str, to_number: str) -> str:
-        """The ws_url PIOPIY opens for this call, carrying a signed, expiring token."""
+    def stream_url(
+        self, *, call_id: str, bot: str, from_number: str, to_number: str, exp: int | None = None
+    ) -> tuple[str, int]:
+        """The ws_url PIOPIY opens for this call, carrying a signed, expiring token, and its expiry."""
         return stream_url(
             self.settings.service.server.ws_base,
             self.tokens,
@@ -430,18 +439,30 @@ class Runtime:
             bot=bot,
             from_number=from_number,
             to_number=to_number,
+            exp=exp,
         )
 
 
 def stream_url(
-    ws_base: str, tokens: StreamTokens, *, call_id: str, bot: str, from_number: str, to_number: str
-) -> str:
-    """ws_url with call id, numbers and an HMAC token bound to call id + bot + expiry."""
-    exp, token = tokens.issue(call_id, bot)
+    ws_base: str,
+    tokens: StreamTokens,
+    *,
+    call_id: str,
+    bot: str,
+    from_number: str,
+    to_number: str,
+    exp: int | None = None,
+) -> tuple[str, int]:
+    """ws_url with call id, numbers and an HMAC token bound to all of them + bot + expiry, and that
+    expiry. With `exp` (a retried answer_url) the same URL as the first time, else a fresh one."""
+    if exp is None:
+        exp, token = tokens.issue(call_id, bot, from_number, to_number)
+    else:
+        token = tokens.sign(call_id, bot, exp, from_number, to_number)
     query = urlencode(
         {"call": call_id, "bot": bot, "from": from_number, "to": to_number, "exp": exp, "token": token}
     )
-    return f"{ws_base}/stream?{query}"
+    return f"{ws_base}/stream?{query}", exp
 
 
 def new_call_id() -> str:

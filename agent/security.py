@@ -6,8 +6,10 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -16,13 +18,34 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+CALL_ID_PATTERN = r"c_[0-9a-f]{32}"
+"""Every call id we mint (`c_` and 32 hex digits). Ids name files (recordings, exports), so each
+boundary that takes one from outside checks it against this pattern: nothing else reaches a path."""
+_CALL_ID = re.compile(CALL_ID_PATTERN)
+_CALL_ID_PREFIX = re.compile(r"c_[0-9a-f]{0,32}")
+
+
+def is_call_id(value: object) -> bool:
+    """Whether `value` is a call id as we mint them (see CALL_ID_PATTERN)."""
+    return isinstance(value, str) and _CALL_ID.fullmatch(value) is not None
+
+
+def is_call_id_prefix(value: object) -> bool:
+    """Whether `value` is the start of a well-formed call id (what `hotline calls show` may look up)."""
+    return isinstance(value, str) and _CALL_ID_PREFIX.fullmatch(value) is not None
+
 
 class TokenError(Exception):
     """A stream token that must not open a call; the message says why (never the token itself)."""
 
 
 class StreamTokens:
-    """HMAC-SHA256 tokens bound to call id + bot + expiry; each opens one stream, once."""
+    """HMAC-SHA256 tokens bound to call id + bot + expiry + the call's numbers; each opens one stream.
+
+    Single use is kept twice: in this process's memory (the fast path) and in the store, where the stream
+    claims its call (agent/stream.py): a token replayed after a restart or on another worker is refused
+    there. The process also remembers which calls it issued tokens for (`issued_here`).
+    """
 
     def __init__(self, secret: bytes, ttl_s: int, *, remember: int = 100_000) -> None:
         if len(secret) < 16:
@@ -30,46 +53,76 @@ class StreamTokens:
         self._secret = secret
         self.ttl_s = ttl_s
         self._used: OrderedDict[str, int] = OrderedDict()
+        self._issued: OrderedDict[str, int] = OrderedDict()  # call id → expiry of its token
         self._remember = remember
 
-    def _sign(self, call_id: str, bot: str, exp: int) -> str:
-        msg = f"{call_id}\n{bot}\n{exp}".encode()
+    def sign(self, call_id: str, bot: str, exp: int, caller: str = "", called: str = "") -> str:
+        """The token for these values (the same values always give the same token)."""
+        # JSON, not a separator: no value can shift into the next one's place.
+        msg = json.dumps([call_id, bot, exp, caller, called]).encode()
         digest = hmac.new(self._secret, msg, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
-    def issue(self, call_id: str, bot: str, *, now: float | None = None) -> tuple[int, str]:
-        """A fresh (expiry, token) pair for this call."""
+    def issue(
+        self, call_id: str, bot: str, caller: str = "", called: str = "", *, now: float | None = None
+    ) -> tuple[int, str]:
+        """A fresh (expiry, token) pair for this call and its caller and called numbers."""
         exp = int((now if now is not None else time.time()) + self.ttl_s)
-        return exp, self._sign(call_id, bot, exp)
+        self._remember_one(self._issued, call_id, exp, now)
+        return exp, self.sign(call_id, bot, exp, caller, called)
 
-    def verify(self, call_id: str, bot: str, exp: str | int, token: str, *, now: float | None = None) -> None:
-        """Raise TokenError unless we issued this token for this call and bot, unexpired and unused."""
+    def issued_here(self, call_id: str, *, now: float | None = None) -> bool:
+        """Whether this process issued a token for this call that has not expired yet."""
+        exp = self._issued.get(call_id)
+        return exp is not None and exp >= (now if now is not None else time.time())
+
+    def call_id_for(self, cmiuuid: str) -> str:
+        """Our call id for PIOPIY's call uuid: the same on every worker (they share the secret) and for
+        every retry of answer_url, so a retried call finds its row; unguessable without the secret."""
+        digest = hmac.new(self._secret, b"call-id\n" + cmiuuid.encode(), hashlib.sha256).hexdigest()
+        return "c_" + digest[:32]
+
+    def verify(
+        self,
+        call_id: str,
+        bot: str,
+        exp: str | int,
+        token: str,
+        caller: str = "",
+        called: str = "",
+        *,
+        now: float | None = None,
+    ) -> None:
+        """Raise TokenError unless we issued this token for this call, bot and numbers, unexpired and
+        not used in this process yet."""
         if not call_id or not bot or not token:
             raise TokenError("missing call, bot or token")
         try:
             expiry = int(exp)
         except (TypeError, ValueError):
             raise TokenError("malformed expiry") from None
+        expected = self.sign(call_id, bot, expiry, caller, called).encode()
         # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a refusal).
-        if not hmac.compare_digest(self._sign(call_id, bot, expiry).encode(), token.encode(errors="replace")):
+        if not hmac.compare_digest(expected, token.encode(errors="replace")):
             raise TokenError("bad signature")
         current = now if now is not None else time.time()
         if expiry < current:
             raise TokenError("expired")
-        self._forget_expired(current)
         if token in self._used:
             raise TokenError("token already used")
-        self._used[token] = expiry
-        if len(self._used) > self._remember:
-            self._used.popitem(last=False)
+        self._remember_one(self._used, token, expiry, current)
 
-    def _forget_expired(self, now: float) -> None:
-        # Expired tokens fail the expiry check anyway; keep the used-set small.
-        while self._used:
-            token, expiry = next(iter(self._used.items()))
-            if expiry >= now:
+    def _remember_one(self, seen: OrderedDict[str, int], key: str, expiry: int, now: float | None) -> None:
+        # Expired entries fail the expiry check anyway; keep the sets small.
+        current = now if now is not None else time.time()
+        while seen:
+            oldest, oldest_expiry = next(iter(seen.items()))
+            if oldest_expiry >= current:
                 break
-            del self._used[token]
+            del seen[oldest]
+        seen[key] = expiry
+        if len(seen) > self._remember:
+            seen.popitem(last=False)
 
 
 def webhook_secret_ok(expected: str, presented: str | None) -> bool:

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any, TypeVar
@@ -25,14 +25,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agent.api_keys import presented_key
 from agent.bus import relay
 from agent.client_address import ClientAddressMiddleware, TrustedProxies
-from agent.config import Settings, normalize_number
+from agent.config import Settings
 from agent.dashboard.routes import install as install_dashboard
 from agent.health import health
 from agent.logs import for_call
 from agent.metrics import CONTENT_TYPE
+from agent.record_writer import store_unreachable
 from agent.request_body import BodyTooLarge, BodyTooSlow, read_body
-from agent.runtime import Runtime, new_call_id
-from agent.security import webhook_secret_ok
+from agent.runtime import Runtime
+from agent.security import CALL_ID_PATTERN, is_call_id, webhook_secret_ok
 from agent.speech_models import SpeechModels
 from agent.stream import stream_socket
 from agent.telephony.piopiy import (
@@ -51,12 +52,17 @@ from agent.telephony.piopiy_webhooks import (
     CallEvent,
     CdrRecord,
     DtmfCallback,
+    cdr_is_newer,
     parse_body,
 )
+from agent.unstreamed import CDR_BEFORE_STREAM, HANGUP_BEFORE_STREAM, close_unstreamed
 from agent.url_guard import NulGuard
 from agent.yamlfile import ConfigError
 
 log = logging.getLogger(__name__)
+
+STORE_WAIT_S = 1.0
+"""How long answer_url waits for the store to take a new call's row before answering from memory."""
 M = TypeVar("M", bound=BaseModel)
 _STATUSES = {s.value for s in HTTPStatus}
 
@@ -145,7 +151,12 @@ def create_app(
             log.warning("refused the live socket from %s: missing, wrong or revoked API key", host)
             await ws.close(1008, "unauthorized")
             return
-        await relay(rt.bus.subscribe(ws.query_params.get("call")), ws.send_json)
+        call = ws.query_params.get("call")
+        if call is not None and not is_call_id(call):
+            log.warning("live feed refused: %r is not a call id", call[:64])
+            await ws.close(1008, "malformed call id")
+            return
+        await relay(rt.bus.subscribe(call), ws.send_json)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -185,25 +196,40 @@ def create_app(
             call_id = await rt.store.call_id_for(request_id=event.request_id)
             if call_id and event.cmiuuid:
                 await rt.store.update_call(call_id, cmiuuid=event.cmiuuid)
-        await _store_event(rt, call_id, event.cmiuuid, event.status, body)
+        stored = await _store_platform_event(rt, call_id, event.delivery_key(body), event, body)
+        if not stored:  # PIOPIY delivered it again: stored and acted on once
+            log.info("event %s of %s delivered again: ignored", event.status[:64], event.cmiuuid)
+            return {"ok": True, "call_id": call_id, "duplicate": True}
         session = rt.session_for_cmiuuid(event.cmiuuid)  # again: the call may have ended while we stored
         if session is not None:
             await session.on_platform_event(event)
         elif call_id and rt.cluster is not None and await rt.route(call_id, {"cmd": "event", "body": body}):
             pass  # the call lives on another worker: it got the event
         elif call_id and event.status_lower == "hangup":
-            # PIOPIY usually closes the socket before it posts `hangup`: say who ended the call. In the
-            # call's lane of writes: its closing update may still be waiting there (a slow store).
-            await rt.writer.write(call_id, lambda: rt.store.mark_caller_hangup(call_id), "caller hangup")
-        return {"ok": True, "call_id": call_id}
+            if not await close_unstreamed(rt.store, call_id, HANGUP_BEFORE_STREAM, rt.metrics.call_ended):
+                # PIOPIY usually closes the socket before it posts `hangup`: say who ended the call. In
+                # the call's lane of writes: its closing update may still be waiting there (a slow store).
+                await rt.writer.write(call_id, lambda: rt.store.mark_caller_hangup(call_id), "caller hangup")
+        return {"ok": True, "call_id": call_id, "duplicate": False}
 
     @app.post("/piopiy/cdr", openapi_extra=_json_body_doc(CdrRecord))
     async def cdr(request: Request) -> dict[str, Any]:
         rt = _authorized(request)
         body = await _json_body(request, rt)
         record = _parse(CdrRecord, body, "malformed CDR")
-        first = await rt.store.upsert_cdr(record.cmiuuid, record.leg, body, time.time())
-        return {"ok": True, "duplicate": not first}
+        first, newest = await rt.store.upsert_cdr(
+            record.cmiuuid, record.leg, body, time.time(), newer=cdr_is_newer
+        )
+        if not newest:
+            log.info(
+                "CDR of %s leg %s: an older or repeated delivery, kept the newer", record.cmiuuid, record.leg
+            )
+        call_id = await rt.store.call_id_for(cmiuuid=record.cmiuuid)
+        if call_id is None and record.request_id:
+            call_id = await rt.store.call_id_for(request_id=record.request_id)
+        if call_id is not None:  # the call is over: if its stream never connected, it never will
+            await close_unstreamed(rt.store, call_id, CDR_BEFORE_STREAM, rt.metrics.call_ended)
+        return {"ok": True, "duplicate": not first, "newest": newest}
 
     @app.post("/piopiy/dtmf", openapi_extra=_json_body_doc(DtmfCallback))
     async def dtmf(request: Request) -> dict[str, Any]:
@@ -234,6 +260,7 @@ def create_app(
     @app.get("/api/calls/{call_id}")
     async def get_call(request: Request, call_id: str) -> Response:
         rt = await _api_client(request)
+        _check_call_id(call_id)
         record = await rt.store.call_record(call_id)
         if record is None:
             raise HttpError(404, "no such call", call_id)
@@ -244,6 +271,7 @@ def create_app(
     @app.get("/api/calls/{call_id}/recording")
     async def get_recording(request: Request, call_id: str) -> FileResponse:
         rt = await _api_client(request)
+        _check_call_id(call_id)
         path = await rt.store.recording_path(call_id)
         if path is None or not path.is_file():
             raise HttpError(404, "no recording for this call", call_id)
@@ -260,6 +288,7 @@ def create_app(
     async def supervisor_transfer(request: Request, call_id: str, body: SupervisorTransfer) -> JSONResponse:
         """A supervisor's "transfer now": to a department of the call's bot (never a number)."""
         rt = _rt(request)
+        _check_call_id(call_id)
         record = await rt.store.call_record(call_id)
         bot = rt.settings.bots.get(record["bot"]) if record and record.get("bot") else None
         if bot is None:
@@ -273,6 +302,7 @@ def create_app(
     async def supervisor_hangup(request: Request, call_id: str, body: SupervisorAction) -> JSONResponse:
         """A supervisor's "hang up"."""
         rt = _rt(request)
+        _check_call_id(call_id)
         return _routed(call_id, await rt.route(call_id, {"cmd": "hangup", "user": body.user}))
 
     @app.post("/api/reload")
@@ -315,6 +345,13 @@ def _routed(call_id: str, worker: str | None) -> JSONResponse:
 def _rt(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def _check_call_id(call_id: str) -> None:
+    """A call id from a URL: one we could have minted, or a 400 (ids name files: nothing else passes)."""
+    if not is_call_id(call_id):
+        log.warning("refused a malformed call id %r", call_id[:64])
+        raise HttpError(400, "malformed call id", f"a call id matches {CALL_ID_PATTERN}")
 
 
 def _admitted(request: Request) -> tuple[Runtime, str | None]:
@@ -403,33 +440,80 @@ async def _json_body(request: Request, rt: Runtime) -> Any:
 
 async def _record_answer(
     rt: Runtime, call_id: str, row: dict[str, Any], pcmo: Pcmo, reason: dict[str, Any], now: float
-) -> None:
-    """The new call's row and its `answer` action, through the record writer: answered from memory
-    while the store is away, written (in order, before the call's own writes) when it is back."""
+) -> bool:
+    """The new call's row and its `answer` action; False when the row exists (a retried answer_url).
+
+    Inserted at once while the store answers, so racing retries on any worker find one row. With the
+    store away (or known to be: calls are waiting for it), through the record writer instead: answered
+    from memory, written in order before the call's own writes when it is back (`create_call` keeps the
+    row a stream or a retry wrote meanwhile)."""
     rt.recent.answered(call_id, row.get("cmiuuid"))
-    await rt.writer.write(call_id, lambda: rt.store.create_call(**row), "call")
+    inserted = True
+    if rt.writer.waiting_calls:
+        await rt.writer.write(call_id, lambda: rt.store.create_call(**row), "call")
+    else:
+        try:
+            async with asyncio.timeout(STORE_WAIT_S):
+                inserted = await rt.store.insert_call(**row)
+        except Exception as exc:
+            if not (isinstance(exc, TimeoutError) or store_unreachable(exc)):
+                raise
+            log.warning("call %s: the store is away (%s); answered from memory", call_id, type(exc).__name__)
+            await rt.writer.write(call_id, lambda: rt.store.create_call(**row), "call")
+    if not inserted:
+        return False
     await rt.writer.write(
         call_id, lambda: rt.store.add_action(call_id, "answer", pcmo, reason, now), "action"
     )
+    return True
+
+
+async def _store_platform_event(
+    rt: Runtime, call_id: str | None, delivery: str, event: CallEvent, body: Any
+) -> bool:
+    """Store a PIOPIY event once per delivery; False for a delivery stored before. A call known here
+    gets it in its lane of record writes while the store is away (kept, in order with the call's own
+    writes, and stored once when written); others need the store now (else a 500, and PIOPIY retries)."""
+    at = time.time()
+
+    def add() -> Awaitable[bool]:
+        return rt.store.add_platform_event(
+            delivery, status=event.status, payload=body, at=at, call_id=call_id, cmiuuid=event.cmiuuid
+        )
+
+    known = call_id is not None and (call_id in rt.sessions or rt.recent.cmiuuid(call_id) is not None)
+    if not known or not rt.writer.waiting_calls:
+        try:
+            return await add()
+        except Exception as exc:
+            if not (known and store_unreachable(exc)):
+                raise
+    assert call_id is not None
+    await rt.writer.write(call_id, add, f"piopiy {event.status}")
+    return True
 
 
 async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
-    """The PCMO for a new call: stream it to the bot owning the number, or the fallback. It never
-    waits for the store (see `_record_answer`): PIOPIY gets its answer while PostgreSQL restarts."""
+    """The PCMO for a new call: stream it to the bot owning the number, or the fallback. A retried
+    answer_url (the same cmiuuid) finds the call's row and gets the same answer (`_answer_again`). With
+    the store away it does not wait for it (see `_record_answer`): PIOPIY gets its answer while
+    PostgreSQL restarts."""
     settings = rt.settings
     now = time.time()
-    call_id = new_call_id()
+    call_id = rt.tokens.call_id_for(call.cmiuuid)  # the same on every worker and every retry
     for_call(call_id)
-    try:
-        bot_name = settings.service.numbers.get(normalize_number(call.to))
-    except ValueError:
-        bot_name = None
+    if call.from_ is None:
+        log.info(
+            "call %s: the caller's number %r is not a phone number: unknown",
+            call.cmiuuid,
+            str(body.get("from"))[:40],
+        )
+    bot_name = settings.service.numbers.get(call.to) if call.to else None
     bot = settings.bots.get(bot_name) if bot_name else None
     common = {"cmiuuid": call.cmiuuid, "from_number": call.from_, "to_number": call.to, "started_at": now}
     if bot is None or rt.draining:
         pcmo = _fallback_pcmo(settings, call.to)
         why = "draining" if rt.draining else "unknown_number"
-        log.warning("call %s to %s: %s, answered with the fallback PCMO", call.cmiuuid, call.to, why)
         row = {
             "id": call_id,
             "status": "unrouted",
@@ -437,12 +521,68 @@ async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
             "ended_at": now,
             "meta": {"answer": body},
         }
-        await _record_answer(rt, call_id, {**row, **common}, pcmo, {"rule": why, "number": call.to}, now)
+        if not await _record_answer(
+            rt, call_id, {**row, **common}, pcmo, {"rule": why, "number": call.to}, now
+        ):
+            return await _answer_again(rt, call_id, body)
+        log.warning("call %s to %s: %s, answered with the fallback PCMO", call.cmiuuid, call.to, why)
         rt.metrics.call_ended(bot_name or "unknown", "unrouted")
         return pcmo
     assert bot_name is not None
-    ws_url = rt.stream_url(call_id=call_id, bot=bot_name, from_number=call.from_, to_number=call.to)
-    opts = bot.stream
+    pcmo, exp = _stream_pcmo(rt, call_id, bot_name, call.from_, call.to)
+    row = {"id": call_id, "bot": bot_name, "status": "answered", "sample_rate": bot.stream.voice_quality}
+    reason = {"rule": "number_routing", "bot": bot_name}
+    meta = {"answer": body, "stream_exp": exp}
+    if not await _record_answer(
+        rt, call_id, {**row, "meta": meta, **common}, redact_tokens(pcmo), reason, now
+    ):
+        return await _answer_again(rt, call_id, body)
+    log.info("call %s (%s → %s) routed to bot %s as %s", call.cmiuuid, call.from_, call.to, bot_name, call_id)
+    return pcmo
+
+
+async def _answer_again(rt: Runtime, call_id: str, body: Any) -> Pcmo:
+    """PIOPIY retried answer_url for a call we have: the same PCMO (the same ws_url: same call, numbers
+    and token expiry), no second row; the retry is kept as a `piopiy/answer_retry` event."""
+    row = await rt.store.call_fields(call_id)
+    assert row is not None  # the insert found it
+    bot = row["bot"] if row["status"] != "unrouted" and row["bot"] in rt.settings.bots else None
+    if bot is None:
+        pcmo = _fallback_pcmo(rt.settings, row["to_number"])
+    else:
+        exp = (row["meta"] or {}).get("stream_exp")
+        exp = exp if isinstance(exp, int) and not isinstance(exp, bool) else None
+        pcmo, _ = _stream_pcmo(rt, call_id, bot, row["from_number"], row["to_number"], exp)
+    at = time.time()
+    await rt.writer.write(
+        call_id,
+        lambda: rt.store.add_event(
+            source="piopiy",
+            status="answer_retry",
+            payload=body,
+            at=at,
+            call_id=call_id,
+            cmiuuid=row["cmiuuid"],
+        ),
+        "answer retry",
+    )
+    log.info("answer_url retried for call %s (%s): answered as before", call_id, row["status"])
+    return pcmo
+
+
+def _stream_pcmo(
+    rt: Runtime,
+    call_id: str,
+    bot_name: str,
+    from_number: str | None,
+    to_number: str | None,
+    exp: int | None = None,
+) -> tuple[Pcmo, int]:
+    """`[record?, stream]` for a bot's call, and its stream token's expiry."""
+    ws_url, exp = rt.stream_url(
+        call_id=call_id, bot=bot_name, from_number=from_number or "", to_number=to_number or "", exp=exp
+    )
+    opts = rt.settings.bots[bot_name].stream
     pcmo = [record_action()] if opts.record else []
     pcmo.append(
         stream_action(
@@ -452,13 +592,7 @@ async def _answer_pcmo(rt: Runtime, call: AnswerRequest, body: Any) -> Pcmo:
             stream_on_answer=opts.stream_on_answer,
         )
     )
-    row = {"id": call_id, "bot": bot_name, "status": "answered", "sample_rate": opts.voice_quality}
-    reason = {"rule": "number_routing", "bot": bot_name}
-    await _record_answer(
-        rt, call_id, {**row, "meta": {"answer": body}, **common}, redact_tokens(pcmo), reason, now
-    )
-    log.info("call %s (%s → %s) routed to bot %s as %s", call.cmiuuid, call.from_, call.to, bot_name, call_id)
-    return pcmo
+    return pcmo, exp
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -489,12 +623,14 @@ async def _store_event(rt: Runtime, call_id: str | None, cmiuuid: str | None, st
         await add()
 
 
-def _fallback_pcmo(settings: Settings, to_number: str) -> Pcmo:
+def _fallback_pcmo(settings: Settings, to_number: str | None) -> Pcmo:
     fb = settings.service.unknown_number
     pcmo: Pcmo = [speak_action(fb.say)] if fb.say else []
     if fb.bridge_to:
         try:
-            pcmo.append(bridge_action(to_number, fb.bridge_to, timeout=fb.timeout, ring_type=fb.ring_type))
+            pcmo.append(
+                bridge_action(to_number or "", fb.bridge_to, timeout=fb.timeout, ring_type=fb.ring_type)
+            )
         except PiopiyFormatError:
             # `to` is not a usable caller id (junk from a misconfigured trunk): hang up instead of failing.
             pcmo.append(hangup_action())

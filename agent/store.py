@@ -11,7 +11,7 @@ import errno
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
+    delete,
     event,
     exists,
     func,
@@ -42,6 +44,13 @@ log = logging.getLogger(__name__)
 
 class Base(DeclarativeBase):
     """Declarative base of the record tables."""
+
+
+UNSTREAMED = ("answered", "dialing")
+"""Statuses of calls whose stream has not connected yet: the only ones a stream may claim."""
+NEVER_STREAMED = {"answered": "abandoned", "dialing": "unanswered"}
+"""What an unstreamed call becomes when it ends without a stream (inbound: abandoned; outbound:
+unanswered)."""
 
 
 class CallRow(Base):
@@ -118,6 +127,19 @@ class CdrRow(Base):
     payload: Mapped[Any] = mapped_column(JSON)
     received_at: Mapped[float] = mapped_column(Float)
     deliveries: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class EventDeliveryRow(Base):
+    """A platform event already stored, by what identifies its delivery: a retry is stored once."""
+
+    __tablename__ = "event_deliveries"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+def _latest(incoming: Any, stored: Any) -> bool:
+    """Without an order of its own, the latest delivery of a CDR is kept."""
+    return True
 
 
 def async_url(url: str, base_dir: Path | None = None) -> str:
@@ -259,16 +281,92 @@ class Store:
                 elif getattr(row, key) is None:
                     setattr(row, key, value)
 
-    async def ensure_call(self, call_id: str, **fields: Any) -> None:
-        """Insert the call unless it exists (a stream can arrive for a call whose answer we did not see)."""
-        async with self._session.begin() as s:
-            if await s.get(CallRow, call_id) is None:
-                s.add(CallRow(id=call_id, **fields))
+    def _insert(self) -> Any:
+        """The dialect's INSERT with ON CONFLICT clauses."""
+        return pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
 
-    async def cmiuuid_of(self, call_id: str) -> str | None:
-        """The platform's id of one of our calls."""
+    async def insert_call(self, **fields: Any) -> bool:
+        """Insert a call row unless one with its id exists (a retried answer_url); True when inserted."""
+        stmt = self._insert()(CallRow).values(**fields).on_conflict_do_nothing(index_elements=["id"])
+        async with self._session.begin() as s:
+            # RETURNING, not rowcount: it is what the driver reports for an INSERT that did nothing.
+            return (await s.execute(stmt.returning(CallRow.id))).first() is not None
+
+    async def call_fields(self, call_id: str) -> dict[str, Any] | None:
+        """A call's row as columns (no turns or events): what a retried answer_url answers again from."""
         async with self._session() as s:
-            return await s.scalar(select(CallRow.cmiuuid).where(CallRow.id == call_id))
+            row = await s.get(CallRow, call_id)
+            if row is None:
+                return None
+            return {c.key: getattr(row, c.key) for c in CallRow.__table__.columns}
+
+    async def claim_stream(
+        self, call_id: str, *, connected_at: float, served_by: dict[str, Any], absent: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The stream of a call connects: mark it `active` if it has never streamed, in one conditional
+        update that only one worker can win, and record who serves it. Returns the call's numbers and
+        cmiuuid, or None when the call has streamed or ended already (a replayed ws_url). A call with no
+        row (its answer was not stored) is inserted from `absent`."""
+        claimed = (
+            update(CallRow)
+            .where(CallRow.id == call_id, CallRow.status.in_(UNSTREAMED), CallRow.connected_at.is_(None))
+            .values(status="active", connected_at=connected_at)
+            .returning(CallRow.id)
+        )
+        fields = {"started_at": connected_at, **absent, "status": "active", "connected_at": connected_at}
+        inserted = (
+            self._insert()(CallRow)
+            .values(id=call_id, meta={}, **fields)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(CallRow.id)
+        )
+        async with self._session.begin() as s:
+            if (await s.execute(claimed)).first() is None and (await s.execute(inserted)).first() is None:
+                return None
+            row = await s.get(CallRow, call_id)
+            assert row is not None  # claimed or inserted in this transaction
+            row.meta = {**(row.meta or {}), "served_by": served_by}
+            return {"from": row.from_number, "to": row.to_number, "cmiuuid": row.cmiuuid}
+
+    async def close_unstreamed(
+        self, call_id: str, *, end_reason: str, ended_at: float
+    ) -> tuple[str, str] | None:
+        """End a call whose stream never connected (PIOPIY's hangup event or CDR came first): `abandoned`
+        (inbound) or `unanswered` (outbound). Returns (bot, status), or None when it had streamed or
+        ended already."""
+        async with self._session.begin() as s:
+            row = (
+                await s.execute(
+                    update(CallRow)
+                    .where(
+                        CallRow.id == call_id, CallRow.status.in_(UNSTREAMED), CallRow.connected_at.is_(None)
+                    )
+                    .values(status=_never_streamed(), end_reason=end_reason, ended_at=ended_at)
+                    .returning(CallRow.bot, CallRow.status)
+                )
+            ).first()
+        return (row[0] or "unknown", row[1]) if row is not None else None
+
+    async def expire_unstreamed(self, *, ttl_s: float, now: float, end_reason: str) -> list[tuple[str, str]]:
+        """End every call answered longer ago than the stream token lifetime whose stream never
+        connected (no token of theirs can open one any more); `ended_at` is when the token expired.
+        Returns (bot, status) of each."""
+        async with self._session.begin() as s:
+            rows = (
+                await s.execute(
+                    update(CallRow)
+                    .where(
+                        CallRow.status.in_(UNSTREAMED),
+                        CallRow.connected_at.is_(None),
+                        CallRow.started_at < now - ttl_s,
+                    )
+                    .values(
+                        status=_never_streamed(), end_reason=end_reason, ended_at=CallRow.started_at + ttl_s
+                    )
+                    .returning(CallRow.bot, CallRow.status)
+                )
+            ).all()
+        return [(bot or "unknown", status) for bot, status in rows]
 
     async def mark_caller_hangup(self, call_id: str) -> None:
         """PIOPIY's hangup event came after the socket closed on its side: the caller ended the call."""
@@ -326,20 +424,56 @@ class Store:
                 )
             )
 
-    async def upsert_cdr(self, cmiuuid: str, leg: str, payload: Any, at: float) -> bool:
-        """Store a CDR once per (cmiuuid, leg); a retry updates it. Returns True the first time."""
-        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = insert(CdrRow).values(cmiuuid=cmiuuid, leg=leg, payload=payload, received_at=at, deliveries=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["cmiuuid", "leg"],
-            set_={"payload": stmt.excluded.payload, "deliveries": CdrRow.deliveries + 1},
+    async def add_platform_event(
+        self, delivery: str, *, status: str, payload: Any, at: float, call_id: str | None, cmiuuid: str | None
+    ) -> bool:
+        """Record a PIOPIY event once per delivery key (`CallEvent.delivery_key`); False for a retry of
+        one already stored (nothing is written then)."""
+        mark = (
+            self._insert()(EventDeliveryRow)
+            .values(key=delivery, received_at=at)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(EventDeliveryRow.key)
         )
         async with self._session.begin() as s:
-            await s.execute(stmt)
-            deliveries = await s.scalar(
-                select(CdrRow.deliveries).where(CdrRow.cmiuuid == cmiuuid, CdrRow.leg == leg)
+            if (await s.execute(mark)).first() is None:
+                return False
+            s.add(
+                EventRow(
+                    source="piopiy", status=status, payload=payload, at=at, call_id=call_id, cmiuuid=cmiuuid
+                )
             )
-        return deliveries == 1
+        return True
+
+    async def forget_deliveries(self, before: float) -> int:
+        """Forget delivery keys received before `before` (PIOPIY retries within minutes)."""
+        async with self._session.begin() as s:
+            result = await s.execute(delete(EventDeliveryRow).where(EventDeliveryRow.received_at < before))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def upsert_cdr(
+        self, cmiuuid: str, leg: str, payload: Any, at: float, *, newer: Callable[[Any, Any], bool] = _latest
+    ) -> tuple[bool, bool]:
+        """Store a CDR once per (cmiuuid, leg): each delivery is counted, and the stored CDR is replaced
+        only by one `newer(incoming, stored)` says is newer (the webhook passes PIOPIY's order, so a late
+        retry of an older CDR never replaces a newer one; by default the latest delivery is kept).
+        Returns (first delivery, kept: this CDR is the one stored now)."""
+        stmt = self._insert()(CdrRow).values(
+            cmiuuid=cmiuuid, leg=leg, payload=payload, received_at=at, deliveries=1
+        )
+        # Counting the delivery locks the row (PostgreSQL) or the database (SQLite) for this transaction:
+        # the comparison below cannot race another delivery of the same CDR.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["cmiuuid", "leg"], set_={"deliveries": CdrRow.deliveries + 1}
+        ).returning(CdrRow.id, CdrRow.deliveries, CdrRow.payload)
+        async with self._session.begin() as s:
+            row_id, deliveries, stored = (await s.execute(stmt)).one()
+            if deliveries == 1:
+                return True, True
+            if not newer(payload, stored):
+                return False, False
+            await s.execute(update(CdrRow).where(CdrRow.id == row_id).values(payload=payload, received_at=at))
+        return False, True
 
     async def call_id_for(self, *, cmiuuid: str | None = None, request_id: str | None = None) -> str | None:
         """The call a platform id belongs to."""
@@ -520,6 +654,13 @@ class Store:
         ]
         record["cdr"] = [{"leg": c.leg, "deliveries": c.deliveries, **_dict(c.payload)} for c in cdrs]
         return record
+
+
+def _never_streamed() -> Any:
+    """The status an unstreamed call ends with, as SQL over its current status."""
+    return case(
+        *((CallRow.status == before, after) for before, after in NEVER_STREAMED.items()), else_=CallRow.status
+    )
 
 
 def _matching(text: str) -> ColumnElement[bool]:

@@ -1,4 +1,5 @@
-"""The stream socket PIOPIY opens for each call: token check, frame decoding, one CallSession."""
+"""The stream socket PIOPIY opens for each call: token check, the call's claim, frame decoding, one
+CallSession."""
 
 from __future__ import annotations
 
@@ -6,23 +7,27 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any, Literal
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from agent.bot import BotConfig
 from agent.call import CallSession
 from agent.logs import for_call
 from agent.record_writer import store_unreachable
 from agent.runtime import Runtime
-from agent.security import TokenError
+from agent.security import TokenError, is_call_id
 from agent.telephony.piopiy import StreamDecoder
+from agent.telephony.piopiy_webhooks import phone_number
 
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
-STORE_READ_S = 1.0
-"""How long a new stream waits for the store to tell its call's cmiuuid (the call goes on without)."""
+TRY_AGAIN_LATER = 1013
+CLAIM_TIMEOUT_S = 3.0
+"""How long a stream waits for the store to confirm that its call never streamed."""
 
 
 async def stream_socket(ws: WebSocket) -> None:
@@ -30,6 +35,7 @@ async def stream_socket(ws: WebSocket) -> None:
     runtime: Runtime = ws.app.state.runtime
     q = ws.query_params
     call_id, bot_name = q.get("call", ""), q.get("bot", "")
+    caller, called = q.get("from", ""), q.get("to", "")
     host = ws.client.host if ws.client else None
     await ws.accept()
     refusal = runtime.refusal(host, platform=True)
@@ -38,7 +44,9 @@ async def stream_socket(ws: WebSocket) -> None:
         await ws.close(POLICY_VIOLATION, refusal.replace("_", " "))
         return
     try:
-        runtime.tokens.verify(call_id, bot_name, q.get("exp", ""), q.get("token", ""))
+        if not is_call_id(call_id):  # before anything: the id names the call's recording files
+            raise TokenError("malformed call id")
+        runtime.tokens.verify(call_id, bot_name, q.get("exp", ""), q.get("token", ""), caller, called)
     except TokenError as exc:
         runtime.auth_failed(host, "stream")
         log.warning("stream refused for call %r: %s (from %s)", call_id[:64], exc, host)
@@ -51,27 +59,26 @@ async def stream_socket(ws: WebSocket) -> None:
         log.warning("stream refused for call %s: %s", call_id, why)
         await ws.close(POLICY_VIOLATION, why)
         return
+    outcome, call = await _claim(runtime, call_id, bot_name, bot, caller, called)
+    if outcome == "taken":
+        runtime.auth_failed(host, "stream")  # a replayed ws_url, like a token used twice here
+        log.warning("stream refused for call %s: it has streamed or ended already (from %s)", call_id, host)
+        await ws.close(POLICY_VIOLATION, "call already streamed")
+        return
+    if outcome == "unconfirmed":
+        log.warning("stream refused for call %s: the store cannot confirm it never streamed", call_id)
+        await ws.close(TRY_AGAIN_LATER, "store unavailable")
+        return
 
-    row = {
-        "bot": bot_name,
-        "from_number": q.get("from"),
-        "to_number": q.get("to"),
-        "status": "answered",
-        "started_at": time.time(),
-        "sample_rate": bot.stream.voice_quality,
-    }
-    # In the call's lane of writes (after answer_url's, when it was answered here): never waits for a
-    # store that is away.
-    await runtime.writer.write(call_id, lambda: runtime.store.ensure_call(call_id, **row), "call")
     session = CallSession(
         runtime,
         call_id=call_id,
         bot_name=bot_name,
         bot=bot,
         send_text=ws.send_text,
-        cmiuuid=await _cmiuuid_of(runtime, call_id),
-        caller_number=q.get("from", ""),
-        called_number=q.get("to", ""),
+        cmiuuid=call.get("cmiuuid"),
+        caller_number=call.get("from") or "",
+        called_number=call.get("to") or "",
     )
     runtime.register(session)
     decoder = StreamDecoder()
@@ -112,17 +119,41 @@ async def stream_socket(ws: WebSocket) -> None:
         await session.close(reason, dropped=dropped)
 
 
-async def _cmiuuid_of(runtime: Runtime, call_id: str) -> str | None:
-    """PIOPIY's id of the call: known here when this worker answered it, else from the store (None while
-    the store is away: a text frame or an event may still tell it)."""
-    known = runtime.recent.cmiuuid(call_id)
-    if known is not None:
-        return known
+async def _claim(
+    runtime: Runtime, call_id: str, bot_name: str, bot: BotConfig, caller: str, called: str
+) -> tuple[Literal["claimed", "taken", "unconfirmed"], dict[str, Any]]:
+    """Claim the call in the store: `claimed` with its numbers and cmiuuid (the store's, not the
+    query's), `taken` when it has streamed or ended already (on any worker, before any restart), or
+    `unconfirmed` when the store cannot say.
+
+    With the store unreachable, a call this process answered (its token was issued here and is
+    unused) goes on from memory and its claim is kept and retried with its other writes: calls are
+    answered while the database restarts. Any other call is refused: only the store knows its past.
+    """
+    now = time.time()
+    served_by = runtime.incarnation.as_meta()
+    absent = {
+        "bot": bot_name,
+        "from_number": phone_number(caller),
+        "to_number": phone_number(called),
+        "sample_rate": bot.stream.voice_quality,
+    }
+
+    def attempt() -> Any:
+        return runtime.store.claim_stream(call_id, connected_at=now, served_by=served_by, absent=absent)
+
     try:
-        async with asyncio.timeout(STORE_READ_S):
-            return await runtime.store.cmiuuid_of(call_id)
+        async with asyncio.timeout(CLAIM_TIMEOUT_S):
+            call = await attempt()
     except Exception as exc:
         if not store_unreachable(exc):
-            raise
-        log.warning("call %s: its cmiuuid is unknown for now (the store is away: %s)", call_id, exc)
-        return None
+            log.exception("call %s: the store refused the stream's claim", call_id)
+            return "unconfirmed", {}
+        if not runtime.tokens.issued_here(call_id):
+            log.warning("call %s: the store is unreachable (%s) and another worker answered it", call_id, exc)
+            return "unconfirmed", {}
+        log.warning("call %s: the store is unreachable (%s); answered here, so it streams", call_id, exc)
+        await runtime.writer.write(call_id, attempt, "stream claim")
+        known = {"from": absent["from_number"], "to": absent["to_number"]}
+        return "claimed", {**known, "cmiuuid": runtime.recent.cmiuuid(call_id)}
+    return ("claimed", call) if call is not None else ("taken", {})

@@ -305,12 +305,15 @@ class CallRecording:
         """Write the stereo 16-bit WAV to `path`, remove the raw parts, and return the WAV's path.
 
         Streams in chunks, so memory stays small however long the call was. Calling it again returns
-        the first result without doing anything.
+        the first result without doing anything. An existing file at `path` is never replaced
+        (FileExistsError, the raw parts kept): it is another recording of the same call.
         """
         if self._final is not None:
             return self._final
         self.close()
         path = Path(path)
+        if path.exists():
+            raise FileExistsError(f"{path} exists: a recording is never overwritten")
         path.parent.mkdir(parents=True, exist_ok=True)
         caller_path, bot_path = self.directory / self.CALLER_PART, self.directory / self.BOT_PART
         total = max(self._caller_samples, self._bot_samples)

@@ -27,6 +27,7 @@ from agent.dashboard.html import page
 from agent.dashboard.sockets import add_socket_routes
 from agent.request_body import BodyTooLarge, BodyTooSlow, read_body
 from agent.runtime import Runtime
+from agent.security import is_call_id
 from agent.testing.report import timeline_png
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ def dashboard_router() -> APIRouter:
     @router.get("/calls/{call_id}/recording")
     async def recording(request: Request, call_id: str) -> FileResponse:
         s = await _session(request)
+        _check_call_id(call_id)
         path = await s.rt.store.recording_path(call_id)
         if path is None or not path.is_file():
             raise Refusal(JSONResponse({"error": "no recording for this call"}, status_code=404))
@@ -301,7 +303,15 @@ async def _form(request: Request, limit: int = 16384, max_fields: int = MAX_FORM
     return {k: v[0] for k, v in fields.items()}
 
 
+def _check_call_id(call_id: str) -> None:
+    """A call id from a URL is one we could have minted, or the request ends with a 400."""
+    if not is_call_id(call_id):
+        log.warning("dashboard: refused a malformed call id %r", call_id[:64])
+        raise Refusal(_html(page("Not a call id", "<p>This is not a call id.</p>"), 400))
+
+
 async def _record(rt: Runtime, call_id: str) -> dict[str, Any]:
+    _check_call_id(call_id)
     record = await rt.store.call_record(call_id)
     if record is None:
         raise Refusal(_html(page("No such call", "<p>No call has this id.</p>"), 404))

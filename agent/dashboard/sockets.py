@@ -21,6 +21,7 @@ from agent.dashboard import pages
 from agent.dashboard.auth import COOKIE
 from agent.listen import END
 from agent.runtime import Runtime
+from agent.security import is_call_id
 
 log = logging.getLogger(__name__)
 LIVE_CHECK_S = 5.0
@@ -39,7 +40,7 @@ def add_socket_routes(router: APIRouter) -> None:
     async def live_events(ws: WebSocket, call_id: str) -> None:
         """A call's live events as JSON text frames, for the call view (session cookie, same origin)."""
         rt: Runtime = ws.app.state.runtime
-        if await _ws_user(ws, rt) is None:
+        if await _ws_user(ws, rt, call_id) is None:
             return
         await relay(rt.bus.subscribe(call_id), ws.send_json)
 
@@ -48,7 +49,7 @@ def add_socket_routes(router: APIRouter) -> None:
         """A live call's audio (agent.listen packets as binary frames) until it ends or the supervisor
         stops; kept in the call's record as a supervisor `listen` event."""
         rt: Runtime = ws.app.state.runtime
-        user = await _ws_user(ws, rt)
+        user = await _ws_user(ws, rt, call_id)
         if user is None:
             return
         packets = await _call_audio(rt, call_id, user)
@@ -123,8 +124,9 @@ async def _until_done_or_gone(ws: WebSocket, work: Coroutine[Any, Any, None]) ->
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _ws_user(ws: WebSocket, rt: Runtime) -> str | None:
-    """Accept a dashboard socket: its user, or None after closing it 1008 (no session, other origin)."""
+async def _ws_user(ws: WebSocket, rt: Runtime, call_id: str | None = None) -> str | None:
+    """Accept a dashboard socket: its user, or None after closing it 1008 (no session, other origin,
+    or a `call_id` that is not a call id)."""
     await ws.accept()
     cfg = rt.settings.service.dashboard
     try:
@@ -142,6 +144,9 @@ async def _ws_user(ws: WebSocket, rt: Runtime) -> str | None:
         or (origin is not None and origin.split("://")[-1] != host)
     ):
         await ws.close(1008, "unauthorized")
+        return None
+    if call_id is not None and not is_call_id(call_id):
+        await ws.close(1008, "malformed call id")
         return None
     return signed_in.user
 

@@ -1,11 +1,15 @@
-"""PIOPIY's webhook bodies (answer_url, Event URL, CDR URL, DTMF callbacks) as lenient typed models.
+"""PIOPIY's webhook bodies (answer_url, Event URL, CDR URL, DTMF callbacks) as lenient typed models,
+and what identifies a delivery: an event's key, a CDR's age.
 
-PIOPIY sends numbers as ints or strings and adds keys over time: unknown keys are kept, numbers are
-stored as strings, and a body that lacks what we need raises PiopiyFormatError naming each field.
+PIOPIY sends numbers as ints or strings and adds keys over time: unknown keys are kept, numbers become
+digit strings (`+91 80-4000 1000` → `918040001000`; anything that is not a phone number, such as a
+withheld caller's `anonymous`, becomes None: an unknown number), and a body that lacks what we need
+raises PiopiyFormatError naming each field.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -13,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.config import normalize_number
 from agent.telephony.piopiy import PiopiyFormatError
 
 M = TypeVar("M", bound=BaseModel)
@@ -22,7 +27,6 @@ M = TypeVar("M", bound=BaseModel)
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 PlatformId = Annotated[str, Field(max_length=128, pattern=_PRINTABLE)]
 Status = Annotated[str, Field(min_length=1, max_length=64, pattern=_PRINTABLE)]
-Number = Annotated[str, Field(min_length=1, max_length=32, pattern=_PRINTABLE)]
 
 
 class _Lenient(BaseModel):
@@ -32,20 +36,35 @@ class _Lenient(BaseModel):
 
     @field_validator("from_", "to", mode="before", check_fields=False)
     @classmethod
-    def _as_string(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            return value
-        return str(value) if isinstance(value, int) else value
+    def _as_number(cls, value: Any) -> str | None:
+        return phone_number(value)
+
+
+def phone_number(value: Any) -> str | None:
+    """A number as PIOPIY sent it (int or string) as digits, or None when it is not a phone number."""
+    try:
+        return normalize_number(value)
+    except ValueError:
+        return None
 
 
 class AnswerRequest(_Lenient):
-    """The body PIOPIY POSTs to answer_url when a call arrives."""
+    """The body PIOPIY POSTs to answer_url when a call arrives. `to` (the number dialled: ours) must be
+    a phone number; `from` is None when it is not one (a withheld caller id): the call goes on with an
+    unknown caller."""
 
-    from_: Number = Field(alias="from")
-    to: Number
+    from_: str | None = Field(alias="from")
+    to: str | None
     cmiuuid: PlatformId = Field(min_length=1)
     time: int | None = None
     action: str | None = None
+
+    @field_validator("to", mode="after")
+    @classmethod
+    def _dialled(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("not a phone number (digits, optionally with a leading +)")
+        return value
 
 
 class CallEvent(_Lenient):
@@ -66,6 +85,16 @@ class CallEvent(_Lenient):
     def status_lower(self) -> str:
         """Statuses come in mixed case (`STREAM_DISCONNECTED`): compare lower-cased."""
         return self.status.lower()
+
+    def delivery_key(self, body: Mapping[str, Any]) -> str:
+        """What identifies this event whatever the delivery: its call, leg, status and time (PIOPIY's
+        epoch ms). Without a time, the whole body (a retry repeats it)."""
+        if self.time is not None:
+            identity: Any = [self.cmiuuid, self.request_id, self.leg, self.status_lower, self.time]
+        else:
+            identity = body
+        text = json.dumps(identity, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
     def stream_status(self) -> dict[str, Any] | None:
         """`ws_status` is a JSON *string*; return it decoded, or None."""
@@ -127,6 +156,32 @@ class DtmfCallback(_Lenient):
     def call_uuid(self) -> str | None:
         """The call the digits belong to, whichever spelling PIOPIY used."""
         return self.cmiuuid or self.cmuuid
+
+
+def cdr_order(payload: Any) -> float | None:
+    """When PIOPIY made a CDR (ms): its `time`, else its `end_time` (s); None when it says neither."""
+    if not isinstance(payload, dict):
+        return None
+    for key, scale in (("time", 1.0), ("end_time", 1000.0)):
+        value: Any = payload.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            number = float(value) * scale
+        except (TypeError, ValueError):
+            continue
+        if number == number and abs(number) != float("inf"):  # not NaN or infinite
+            return number
+    return None
+
+
+def cdr_is_newer(incoming: Any, stored: Any) -> bool:
+    """Whether a CDR delivery replaces the stored one: it is newer by `cdr_order`; one that says nothing
+    of its time replaces only another that says nothing either (the latest delivery then)."""
+    new, old = cdr_order(incoming), cdr_order(stored)
+    if new is None:
+        return old is None
+    return old is None or new > old
 
 
 def parse_body(model: type[M], body: Any) -> M:

@@ -59,10 +59,13 @@ def test_outbound_call_posts_a_stream_pcmo_and_records_the_call(
     url = urlsplit(stream["ws_url"])
     assert url.scheme == "wss" and url.netloc == "hotline.example.com"
     q = {k: v[0] for k, v in parse_qs(url.query).items()}
-    # The token opens exactly this call for this bot, signed with the service's stream secret.
+    # The token opens exactly this call for this bot and these numbers, signed with the service's secret.
     settings = load_settings(config)
     secret = resolve_secret("HOTLINE_STREAM_SECRET", settings.path(settings.service.storage.data_dir))
-    StreamTokens(secret.encode(), 600).verify(q["call"], "support_desk", q["exp"], q["token"])
+    assert (q["from"], q["to"]) == ("918040001000", "919876543210")
+    StreamTokens(secret.encode(), 600).verify(
+        q["call"], "support_desk", q["exp"], q["token"], q["from"], q["to"]
+    )
     assert bridge == {
         "action": "bridge",
         "from": 918040001000,

@@ -28,7 +28,7 @@ from tests.agent.test_calls import call_id_of, final_record
 
 PASSWORD = "correct horse battery"
 USERS = {"sam": hash_password(PASSWORD, iterations=1000)}
-SCRIPT_CALL = "c_script0000000000000000000000000"
+SCRIPT_CALL = "c_5c21b7000000000000000000000000ff"
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,8 @@ async def test_a_login_sets_a_strict_http_only_session_and_pages_show_escaped_ca
     assert f"/dashboard/calls/{SCRIPT_CALL}/timeline.png" in view.text
     png = await http.get(f"/dashboard/calls/{SCRIPT_CALL}/timeline.png")
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
-    assert (await http.get("/dashboard/calls/c_nosuchcall")).status_code == 404
+    assert (await http.get("/dashboard/calls/c_" + "0" * 32)).status_code == 404
+    assert (await http.get("/dashboard/calls/c_nosuchcall")).status_code == 400  # not even a call id
 
 
 async def test_posts_need_the_csrf_token_and_an_ended_call_is_not_live(http: httpx.AsyncClient) -> None:

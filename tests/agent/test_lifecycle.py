@@ -24,12 +24,13 @@ import yaml
 from agent.store import Store
 from agent.testing.caller_voice import caller_says
 from agent.testing.simulator import PiopiySimulator
-from tests.agent.conftest import REPO, SUPPORT_NUMBER, WEBHOOK_SECRET
+from tests.agent.conftest import API_KEY, REPO, SUPPORT_NUMBER, WEBHOOK_SECRET
 
 HOTLINE = Path(sys.executable).with_name("hotline")
 ENV = {
     "HOTLINE_WEBHOOK_SECRET": WEBHOOK_SECRET,
     "HOTLINE_STREAM_SECRET": "test-stream-secret-0123456789abcdef",
+    "HOTLINE_API_KEYS": f"tests:{API_KEY}",
 }
 
 

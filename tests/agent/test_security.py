@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.security import StreamTokens, TokenError, resolve_secret, webhook_secret_ok
+from agent.security import StreamTokens, TokenError, is_call_id, resolve_secret, webhook_secret_ok
 
 NOW = 1_800_000_000.0
 
@@ -75,3 +75,33 @@ def test_resolve_secret_env_then_generated_file(tmp_path: Path, monkeypatch: pyt
     assert len(first) >= 32 and resolve_secret("HOTLINE_TEST_SECRET", tmp_path) == first
     mode = stat.S_IMODE(os.stat(tmp_path / "secrets" / "HOTLINE_TEST_SECRET").st_mode)
     assert mode == 0o600
+
+
+def test_the_token_covers_the_numbers(tokens: StreamTokens) -> None:
+    """The ws_url's `from` and `to` are signed: a URL whose numbers were changed opens nothing."""
+    exp, token = tokens.issue("c_1", "support_desk", "919876543210", "918040001000", now=NOW)
+    for caller, called in [("911111111111", "918040001000"), ("919876543210", "1"), ("", "")]:
+        with pytest.raises(TokenError, match="bad signature"):
+            tokens.verify("c_1", "support_desk", exp, token, caller, called, now=NOW)
+    tokens.verify("c_1", "support_desk", exp, token, "919876543210", "918040001000", now=NOW)
+
+
+def test_a_retried_answer_gets_the_same_url_and_this_process_knows_what_it_issued(
+    tokens: StreamTokens,
+) -> None:
+    from agent.runtime import stream_url
+
+    url, exp = stream_url("ws://h", tokens, call_id="c_1", bot="b", from_number="91", to_number="92")
+    again, same_exp = stream_url(
+        "ws://h", tokens, call_id="c_1", bot="b", from_number="91", to_number="92", exp=exp
+    )
+    assert (again, same_exp) == (url, exp)
+    assert tokens.issued_here("c_1") and not tokens.issued_here("c_2")
+    assert not tokens.issued_here("c_1", now=exp + 1)  # expired: no longer a call of ours to vouch for
+
+
+def test_call_ids_follow_the_platform_id_and_the_secret() -> None:
+    ours, theirs = StreamTokens(b"0" * 32, 60), StreamTokens(b"1" * 32, 60)
+    assert ours.call_id_for("u-1") == ours.call_id_for("u-1") != ours.call_id_for("u-2")
+    assert ours.call_id_for("u-1") != theirs.call_id_for("u-1")  # not guessable without the secret
+    assert is_call_id(ours.call_id_for("u-1"))

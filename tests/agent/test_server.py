@@ -144,10 +144,15 @@ def test_events_and_cdrs_join_the_call(service: Service) -> None:
             "from": 919876543210,
             "ws_status": json.dumps({"status": "disconnected", "message": {"code": 1006, "reason": "x"}}),
         }
-        assert http.post("/piopiy/events", json=event).json() == {"ok": True, "call_id": call_id}
+        assert http.post("/piopiy/events", json=event).json() == {
+            "ok": True,
+            "call_id": call_id,
+            "duplicate": False,
+        }
         cdr = {"type": "cdr", "status": "answered", "cmiuuid": cmiuuid, "leg": "a", "duration": 42}
-        assert http.post("/piopiy/cdr", json=cdr).json() == {"ok": True, "duplicate": False}
-        assert http.post("/piopiy/cdr", json=cdr).json() == {"ok": True, "duplicate": True}  # PIOPIY retries
+        assert http.post("/piopiy/cdr", json=cdr).json() == {"ok": True, "duplicate": False, "newest": True}
+        retried = http.post("/piopiy/cdr", json=cdr).json()  # PIOPIY retries
+        assert retried == {"ok": True, "duplicate": True, "newest": True}  # no time: the latest
         record = http.get(f"/api/calls/{call_id}").json()
         assert [e["status"] for e in record["events"]] == ["STREAM_DISCONNECTED"]
         assert record["events"][0]["payload"]["from"] == 919876543210
@@ -156,8 +161,9 @@ def test_events_and_cdrs_join_the_call(service: Service) -> None:
 
 def test_events_for_unknown_calls_are_kept(service: Service) -> None:
     with service.client() as http:
-        response = http.post("/piopiy/events", json={"cmiuuid": "not-ours", "status": "ringing"})
-        assert response.json() == {"ok": True, "call_id": None}
+        # A cmiuuid of its own: the same delivery posted by an earlier test would be a duplicate.
+        response = http.post("/piopiy/events", json={"cmiuuid": f"not-ours-{uuid.uuid4()}", "status": "ringing"})
+        assert response.json() == {"ok": True, "call_id": None, "duplicate": False}
         assert http.post("/piopiy/events", json={"cmiuuid": "x"}).status_code == 400  # no status
 
 
@@ -179,8 +185,10 @@ def test_healthz_and_missing_call(service: Service) -> None:
     assert health["status"] == "ok" and set(health["loop_lag_ms"]) == {"p50", "p99", "max"}
     assert health["model_queue_depth"] >= 0
     with service.client() as http:
-        missing = http.get("/api/calls/c_nope")
+        missing = http.get("/api/calls/c_" + "0" * 32)
         assert missing.status_code == 404 and missing.json()["error"] == "no such call"
+        malformed = http.get("/api/calls/c_nope")
+        assert malformed.status_code == 400 and malformed.json()["error"] == "malformed call id"
         bad = http.get("/api/calls", params={"limit": 0})
         assert bad.status_code == 422 and bad.json()["error"] == "invalid request"
         assert "limit" in bad.json()["detail"]

@@ -97,9 +97,16 @@ async def test_call_record_roundtrip(store: Store) -> None:
 
 async def test_cdr_retries_are_idempotent(store: Store) -> None:
     await store.create_call(id="c_2", cmiuuid="u-2", status="completed", started_at=time.time())
-    assert await store.upsert_cdr("u-2", "a", {"status": "answered", "duration": 12}, time.time())
-    assert not await store.upsert_cdr("u-2", "a", {"status": "answered", "duration": 13}, time.time())
-    assert await store.upsert_cdr("u-2", "b", {"status": "answered"}, time.time())
+    assert await store.upsert_cdr("u-2", "a", {"status": "answered", "duration": 12}, time.time()) == (
+        True,
+        True,
+    )
+    # (first delivery, kept): without a time of its own, the latest delivery is kept
+    assert await store.upsert_cdr("u-2", "a", {"status": "answered", "duration": 13}, time.time()) == (
+        False,
+        True,
+    )
+    assert await store.upsert_cdr("u-2", "b", {"status": "answered"}, time.time()) == (True, True)
     record = await store.call_record("c_2")
     assert record is not None
     assert [(c["leg"], c["deliveries"]) for c in record["cdr"]] == [("a", 2), ("b", 1)]

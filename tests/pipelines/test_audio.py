@@ -259,3 +259,18 @@ def test_cut_bot_drops_unheard_audio_and_later_audio_follows(tmp_path: Path) -> 
         frames = w.readframes(w.getnframes())
     bot = frames[2::4]  # low byte of each right-channel sample
     assert set(bot[1000:2000]) == {0x10} and set(bot[2000:3000]) == {0} and set(bot[3000:3010]) == {0x20}
+
+
+def test_a_recording_is_never_overwritten(tmp_path: Path) -> None:
+    """A second recording of the same call (a replayed stream) cannot replace the first one's WAV; its
+    own audio stays in its raw parts."""
+    first = CallRecording(tmp_path / "c_1", 8000)
+    first.add_caller(np.full(800, 11, dtype="<i2").tobytes())
+    wav = first.finalize(tmp_path / "c_1.wav")
+    kept = wav.read_bytes()
+    second = CallRecording(tmp_path / "c_1", 8000)
+    second.add_caller(np.full(800, 22, dtype="<i2").tobytes())
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        second.finalize(tmp_path / "c_1.wav")
+    assert wav.read_bytes() == kept
+    assert (tmp_path / "c_1" / "caller.raw").stat().st_size == 1600
