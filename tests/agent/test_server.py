@@ -162,7 +162,8 @@ def test_events_and_cdrs_join_the_call(service: Service) -> None:
 def test_events_for_unknown_calls_are_kept(service: Service) -> None:
     with service.client() as http:
         # A cmiuuid of its own: the same delivery posted by an earlier test would be a duplicate.
-        response = http.post("/piopiy/events", json={"cmiuuid": f"not-ours-{uuid.uuid4()}", "status": "ringing"})
+        body = {"cmiuuid": f"not-ours-{uuid.uuid4()}", "status": "ringing"}
+        response = http.post("/piopiy/events", json=body)
         assert response.json() == {"ok": True, "call_id": None, "duplicate": False}
         assert http.post("/piopiy/events", json={"cmiuuid": "x"}).status_code == 400  # no status
 
