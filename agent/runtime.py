@@ -27,6 +27,7 @@ from agent.dialogue.tools import ToolBox
 from agent.escalation.notify import Notifier
 from agent.escalation.rules import CompiledRule, compile_rules
 from agent.listen import LEASE_S, ListenHub
+from agent.logs import NO_CALL, current_call
 from agent.loop_lag import LoopLagMonitor
 from agent.metrics import Metrics
 from agent.record_writer import RecordWriter
@@ -128,7 +129,8 @@ class Runtime:
             service.security.stream_token_ttl_s,
         )
         webhook_secret = resolve_secret(service.security.webhook_secret_env, data_dir)
-        executor = ModelExecutor(max_workers=2)
+        # Each call's model work is its own on the pool: one job at a time per call (fair share).
+        executor = ModelExecutor(max_workers=2, owner_of=call_of_context)
         started = time.perf_counter()
         phrases: dict[str, PhraseCache] = {}
         synths: dict[str, Synthesizer] = {}
@@ -408,6 +410,12 @@ def stream_url(
         {"call": call_id, "bot": bot, "from": from_number, "to": to_number, "exp": exp, "token": token}
     )
     return f"{ws_base}/stream?{query}"
+
+
+def call_of_context() -> str | None:
+    """The call the running task works for (set by `for_call`), None outside any call."""
+    call_id = current_call.get()
+    return None if call_id == NO_CALL else call_id
 
 
 def new_call_id() -> str:

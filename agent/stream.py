@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -13,10 +14,12 @@ from agent.call import CallSession
 from agent.logs import for_call
 from agent.runtime import Runtime
 from agent.security import TokenError
+from agent.stream_intake import StreamIntake
 from agent.telephony.piopiy import StreamDecoder
 
 log = logging.getLogger(__name__)
 
+NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 
@@ -28,6 +31,7 @@ async def stream_socket(ws: WebSocket) -> None:
     call_id, bot_name = q.get("call", ""), q.get("bot", "")
     host = ws.client.host if ws.client else None
     await ws.accept()
+    opened_at = time.monotonic()  # the call's own clock starts here (see agent/stream_intake.py)
     refusal = runtime.refusal(host, platform=True)
     if refusal is not None:
         log.warning("stream refused for call %r: %s (from %s)", call_id[:64], refusal, host)
@@ -69,12 +73,30 @@ async def stream_socket(ws: WebSocket) -> None:
     )
     runtime.register(session)
     decoder = StreamDecoder()
-    max_frame = runtime.settings.service.security.max_frame_bytes
+    security = runtime.settings.service.security
+    max_frame = security.max_frame_bytes
+    intake = StreamIntake(bot.stream.voice_quality, opened_at, max_lead_s=security.max_audio_lead_s)
+    end_silence_s = bot.turn_taking.end_silence_ms / 1000
     reason, dropped = "socket_closed", False
     try:
         await session.start()
         while True:
-            message = await ws.receive()
+            silence_s = end_silence_s if session.turns.in_turn else None
+            quiet_s = intake.next_check_s(
+                time.monotonic(), idle_timeout_s=security.stream_idle_timeout_s, silence_s=silence_s
+            )
+            try:
+                async with asyncio.timeout(quiet_s):
+                    message = await ws.receive()
+            except TimeoutError:  # no frame for a while: an idle stream, or a turn left open
+                now = time.monotonic()
+                if intake.idle_s(now) >= security.stream_idle_timeout_s:
+                    reason, dropped = "idle_timeout", True
+                    await _close_idle(ws, session, intake.idle_s(now))
+                    break
+                if session.turns.in_turn and intake.missing_s(now) >= end_silence_s:
+                    await session.on_line_silence(intake.count_silence(now))
+                continue
             if message["type"] == "websocket.disconnect":
                 code = int(message.get("code") or 1005)
                 reason, dropped = f"socket_closed_{code}", code not in (1000, 1001)
@@ -93,8 +115,16 @@ async def stream_socket(ws: WebSocket) -> None:
                         await ws.close(MESSAGE_TOO_BIG, "frame too large")
                 break
             if data is not None:
-                session.on_audio(decoder.feed_bytes(data))
+                pcm = decoder.feed_bytes(data)
+                hold_s = intake.hold_s(len(pcm) // 2, time.monotonic())
+                if hold_s > 0:  # far ahead of real time: read no faster than that (TCP slows the peer)
+                    if not intake.paced:
+                        await _paced(session, intake, len(pcm) // 2)
+                    await asyncio.sleep(hold_s)
+                intake.audio(len(pcm) // 2, time.monotonic())
+                session.on_audio(pcm)
             elif text is not None:
+                intake.frame(time.monotonic())
                 await session.on_text(decoder.feed_text(text))
     except WebSocketDisconnect as exc:
         reason, dropped = f"socket_closed_{exc.code}", exc.code not in (1000, 1001)
@@ -104,3 +134,32 @@ async def stream_socket(ws: WebSocket) -> None:
         runtime.metrics.error(bot_name, "stream", reason)
     finally:
         await session.close(reason, dropped=dropped)
+
+
+async def _paced(session: CallSession, intake: StreamIntake, samples: int) -> None:
+    """The first time a call's audio runs too far ahead: recorded, counted and logged once."""
+    intake.paced = True
+    now = time.monotonic()
+    info = {
+        "lead_s": round(intake.lead_s(now) + samples / intake.sample_rate, 2),
+        "max_lead_s": intake.max_lead_s,
+        "audio_s": round(intake.received_s, 2),
+        "elapsed_s": round(now - intake.opened_at, 2),
+    }
+    log.warning(
+        "call %s: caller audio %.1f s ahead of real time; read no faster than real time from here",
+        session.call_id, info["lead_s"],
+    )  # fmt: skip
+    session.runtime.metrics.error(session.bot_name, "stream", "audio_ahead")
+    await session.record.event("stream", "paced", info)
+
+
+async def _close_idle(ws: WebSocket, session: CallSession, idle_s: float) -> None:
+    """No frame for `security.stream_idle_timeout_s`: the stream is dead; close it (the call then ends)."""
+    limit = session.runtime.settings.service.security.stream_idle_timeout_s
+    log.warning("call %s: no frame for %.0f s; closing the stream", session.call_id, idle_s)
+    session.runtime.metrics.error(session.bot_name, "stream", "idle_timeout")
+    await session.record.event("stream", "idle_timeout", {"idle_s": round(idle_s, 1), "limit_s": limit})
+    if ws.application_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the peer may be gone already
+            await ws.close(NORMAL_CLOSURE, f"no frame for {limit:g} s")

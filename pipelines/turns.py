@@ -314,6 +314,20 @@ class TurnDetector:
         at_ms = self._index * FRAME_MS
         return TurnEnded(onset * FRAME_MS, (last + 1) * FRAME_MS, audio, at_ms=at_ms, early=True)
 
+    def finish(self) -> TurnEnded | TurnDiscarded | None:
+        """The caller's audio has ended (hang-up): end the turn in progress with what was heard, as if
+        silence had followed it. `TurnEnded` carries the speech and whatever tail arrived; speech too
+        short to be a turn is `TurnDiscarded`; None when no turn was in progress."""
+        if self._turn is None:
+            return None
+        last, onset = self._endpointer.last_speech, self._onset
+        audio = self._audio_through(last + self._tail)
+        self._finish(forget_recent=True)
+        at_ms = self._index * FRAME_MS
+        if last + 1 - onset < self._min_turn:
+            return TurnDiscarded(reason="too_short", at_ms=at_ms)
+        return TurnEnded(onset * FRAME_MS, (last + 1) * FRAME_MS, audio, at_ms=at_ms)
+
     @property
     def bot_speaking(self) -> bool:
         """What `set_bot_speaking` last said."""

@@ -1,15 +1,17 @@
-"""The shared model executor: work runs off the loop, is bounded, counted, and cancellable while queued."""
+"""The shared model executor: work runs off the loop, is bounded, counted, cancellable while queued, and
+shared fairly between calls (one job at a time per call, turns in round robin, endpoints first)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from pipelines.executor import ModelExecutor
+from pipelines.executor import JobPriority, ModelExecutor, Urgency
 
 
 @pytest.fixture
@@ -96,3 +98,139 @@ async def test_shutdown_refuses_new_work() -> None:
 def test_rejects_an_empty_pool() -> None:
     with pytest.raises(ValueError):
         ModelExecutor(max_workers=0)
+
+
+# ------------------------------------------------------------------------------------ fair share
+
+_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar("test_owner", default=None)
+
+
+def fair_pool(workers: int) -> ModelExecutor:
+    return ModelExecutor(max_workers=workers, name="test-fair", owner_of=_owner.get)
+
+
+def submit(
+    pool: ModelExecutor, owner: str, fn: Callable[[], str], urgency: Urgency | None = None
+) -> asyncio.Task[str]:
+    """`fn` on the pool as `owner`'s job (in `urgency`'s context if given), from a task of its own."""
+    context = urgency.context() if urgency is not None else contextvars.copy_context()
+    context.run(_owner.set, owner)
+    return asyncio.get_running_loop().create_task(pool.run(fn), context=context)
+
+
+class Gate:
+    """Jobs that record when they start and end, and block until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started: list[str] = []
+        self.running: dict[str, int] = {}
+        self.most_at_once: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def job(self, owner: str, label: str, *, blocks: bool = True) -> Callable[[], str]:
+        def run() -> str:
+            with self._lock:
+                self.started.append(label)
+                self.running[owner] = self.running.get(owner, 0) + 1
+                self.most_at_once[owner] = max(self.most_at_once.get(owner, 0), self.running[owner])
+            if blocks:
+                self.release.wait(5)
+            with self._lock:
+                self.running[owner] -= 1
+            return label
+
+        return run
+
+
+async def test_a_flooding_call_holds_one_worker_at_most_and_the_others_get_the_rest() -> None:
+    pool, gate = fair_pool(2), Gate()
+    try:
+        flood = [submit(pool, "flood", gate.job("flood", f"f{i}")) for i in range(30)]
+        await wait_until(lambda: pool.busy == 1 and pool.queue_depth == 29)
+        # A normal call's turn while the flood's job blocks: it runs at once on the other worker.
+        assert await asyncio.wait_for(submit(pool, "normal", gate.job("normal", "n", blocks=False)), 2) == "n"
+        assert gate.started == ["f0", "n"]
+        gate.release.set()
+        assert await asyncio.gather(*flood) == [f"f{i}" for i in range(30)]  # its own order is kept
+        assert gate.most_at_once["flood"] == 1
+        assert pool.busy == 0 and pool.queue_depth == 0
+    finally:
+        gate.release.set()
+        pool.shutdown()
+
+
+async def test_calls_take_turns_on_a_busy_pool() -> None:
+    pool, gate = fair_pool(1), Gate()
+    try:
+        blocker = submit(pool, "other", gate.job("other", "blocker"))
+        await wait_until(lambda: pool.busy == 1)
+        flood = [submit(pool, "flood", gate.job("flood", f"f{i}", blocks=False)) for i in range(3)]
+        await wait_until(lambda: pool.queue_depth == 3)
+        normal = submit(pool, "normal", gate.job("normal", "n", blocks=False))
+        await wait_until(lambda: pool.queue_depth == 4)
+        gate.release.set()
+        await asyncio.gather(blocker, normal, *flood)
+        # First come first served would run all of the flood first (f0 f1 f2 n).
+        assert gate.started == ["blocker", "f0", "n", "f1", "f2"]
+    finally:
+        gate.release.set()
+        pool.shutdown()
+
+
+async def test_endpoint_jobs_go_before_speculative_ones() -> None:
+    pool, gate = fair_pool(1), Gate()
+    try:
+        blocker = submit(pool, "other", gate.job("other", "blocker"))
+        await wait_until(lambda: pool.busy == 1)
+        jobs = [
+            submit(pool, "a", gate.job("a", "a speculative", blocks=False), Urgency(JobPriority.SPECULATIVE)),
+            submit(pool, "b", gate.job("b", "b speculative", blocks=False), Urgency(JobPriority.SPECULATIVE)),
+            submit(pool, "c", gate.job("c", "c final", blocks=False)),
+        ]
+        await wait_until(lambda: pool.queue_depth == 3)
+        gate.release.set()
+        await asyncio.gather(blocker, *jobs)
+        assert gate.started == ["blocker", "c final", "a speculative", "b speculative"]
+    finally:
+        gate.release.set()
+        pool.shutdown()
+
+
+async def test_a_queued_speculation_promoted_to_final_goes_first() -> None:
+    pool, gate = fair_pool(1), Gate()
+    try:
+        blocker = submit(pool, "other", gate.job("other", "blocker"))
+        await wait_until(lambda: pool.busy == 1)
+        guess_a, guess_b = Urgency(JobPriority.SPECULATIVE), Urgency(JobPriority.SPECULATIVE)
+        jobs = [
+            submit(pool, "a", gate.job("a", "a", blocks=False), guess_a),
+            submit(pool, "b", gate.job("b", "b", blocks=False), guess_b),
+        ]
+        await wait_until(lambda: pool.queue_depth == 2)
+        guess_b.promote()  # b's turn ended on the speculated audio: its transcript is awaited now
+        gate.release.set()
+        await asyncio.gather(blocker, *jobs)
+        assert gate.started == ["blocker", "b", "a"]
+    finally:
+        gate.release.set()
+        pool.shutdown()
+
+
+async def test_a_cancelled_job_frees_its_calls_place() -> None:
+    pool, gate = fair_pool(1), Gate()
+    try:
+        blocker = submit(pool, "other", gate.job("other", "blocker"))
+        await wait_until(lambda: pool.busy == 1)
+        dropped = submit(pool, "a", gate.job("a", "dropped", blocks=False))
+        kept = submit(pool, "a", gate.job("a", "kept", blocks=False))
+        await wait_until(lambda: pool.queue_depth == 2)
+        dropped.cancel()  # barge-in: the call's queued synthesis is dropped
+        await wait_until(lambda: pool.queue_depth == 1)
+        gate.release.set()
+        assert await kept == "kept"
+        await blocker
+        assert gate.started == ["blocker", "kept"] and dropped.cancelled()
+    finally:
+        gate.release.set()
+        pool.shutdown()
