@@ -27,6 +27,8 @@ class StreamIntake:
     """Caller audio received so far (seconds at the call rate)."""
     last_frame_at: float = 0.0
     """When the last frame (audio or text) came."""
+    last_audio_at: float = 0.0
+    """When the last audio came."""
     silent_until: float = 0.0
     """Line time up to which missing audio was already counted as silence."""
     paced: bool = False
@@ -34,6 +36,7 @@ class StreamIntake:
 
     def __post_init__(self) -> None:
         self.last_frame_at = max(self.last_frame_at, self.opened_at)
+        self.last_audio_at = max(self.last_audio_at, self.opened_at)
         self.silent_until = max(self.silent_until, self.opened_at)
 
     def lead_s(self, now: float) -> float:
@@ -49,16 +52,16 @@ class StreamIntake:
     def audio(self, samples: int, now: float) -> None:
         """`samples` of caller audio were taken at `now`."""
         self.received_s += samples / self.sample_rate
-        self.last_frame_at = now
+        self.last_frame_at = self.last_audio_at = now
 
     def frame(self, now: float) -> None:
         """A frame without audio (text) came at `now`."""
         self.last_frame_at = now
 
     def covered_until(self) -> float:
-        """Up to when the line's time is accounted for: by frames, by the audio they carried (which may
-        run ahead), or by silence already counted."""
-        return max(self.last_frame_at, self.opened_at + self.received_s, self.silent_until)
+        """Up to when the line's time is accounted for: by audio frames, by the audio they carried (which
+        may run ahead), or by silence already counted."""
+        return max(self.last_audio_at, self.opened_at + self.received_s, self.silent_until)
 
     def missing_s(self, now: float) -> float:
         """Line time with no audio, not yet counted as silence."""
