@@ -76,27 +76,16 @@ async def stream_socket(ws: WebSocket) -> None:
     security = runtime.settings.service.security
     max_frame = security.max_frame_bytes
     intake = StreamIntake(bot.stream.voice_quality, opened_at, max_lead_s=security.max_audio_lead_s)
-    end_silence_s = bot.turn_taking.end_silence_ms / 1000
     reason, dropped = "socket_closed", False
+    watch: asyncio.Task[None] | None = None
     try:
         await session.start()
+        watch = asyncio.create_task(_watch_line(ws, session, intake), name=f"line watch {call_id}")
         while True:
-            silence_s = end_silence_s if session.turns.in_turn else None
-            quiet_s = intake.next_check_s(
-                time.monotonic(), idle_timeout_s=security.stream_idle_timeout_s, silence_s=silence_s
-            )
-            try:
-                async with asyncio.timeout(quiet_s):
-                    message = await ws.receive()
-            except TimeoutError:  # no frame for a while: an idle stream, or a turn left open
-                now = time.monotonic()
-                if intake.idle_s(now) >= security.stream_idle_timeout_s:
-                    reason, dropped = "idle_timeout", True
-                    await _close_idle(ws, session, intake.idle_s(now))
-                    break
-                if session.turns.in_turn and intake.missing_s(now) >= end_silence_s:
-                    await session.on_line_silence(intake.count_silence(now))
-                continue
+            message = await ws.receive()
+            if intake.timed_out:  # the watch closed an idle stream (its close is the message here)
+                reason, dropped = "idle_timeout", True
+                break
             if message["type"] == "websocket.disconnect":
                 code = int(message.get("code") or 1005)
                 reason, dropped = f"socket_closed_{code}", code not in (1000, 1001)
@@ -133,7 +122,34 @@ async def stream_socket(ws: WebSocket) -> None:
         reason, dropped = "stream_error", True
         runtime.metrics.error(bot_name, "stream", reason)
     finally:
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watch
         await session.close(reason, dropped=dropped)
+
+
+async def _watch_line(ws: WebSocket, session: CallSession, intake: StreamIntake) -> None:
+    """While the call lasts: missing audio in an open caller turn counts as silence once it has lasted
+    `end_silence_ms` (the turn ends, the bot answers), and no frame at all for `stream_idle_timeout_s`
+    closes the stream. A task beside the receive loop, waking about twice a second: a timeout on each
+    receive would cost every 20 ms frame a timer."""
+    idle_timeout_s = session.runtime.settings.service.security.stream_idle_timeout_s
+    end_silence_s = session.bot.turn_taking.end_silence_ms / 1000
+    while not session.closed:  # (closed by a shutdown while the socket is still open)
+        now = time.monotonic()
+        in_turn = session.turns.in_turn
+        if intake.idle_s(now) >= idle_timeout_s:
+            intake.timed_out = True
+            await _close_idle(ws, session, intake.idle_s(now))
+            return
+        if in_turn and intake.missing_s(now) >= end_silence_s:
+            await session.on_line_silence(intake.count_silence(now))
+            continue
+        due_s = intake.next_check_s(
+            now, idle_timeout_s=idle_timeout_s, silence_s=end_silence_s if in_turn else None
+        )
+        await asyncio.sleep(min(due_s, end_silence_s))  # a turn may start meanwhile: look again by then
 
 
 async def _paced(session: CallSession, intake: StreamIntake, samples: int) -> None:
@@ -160,6 +176,6 @@ async def _close_idle(ws: WebSocket, session: CallSession, idle_s: float) -> Non
     log.warning("call %s: no frame for %.0f s; closing the stream", session.call_id, idle_s)
     session.runtime.metrics.error(session.bot_name, "stream", "idle_timeout")
     await session.record.event("stream", "idle_timeout", {"idle_s": round(idle_s, 1), "limit_s": limit})
-    if ws.application_state == WebSocketState.CONNECTED:
+    if ws.application_state == WebSocketState.CONNECTED:  # the receive loop then gets the disconnect
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the peer may be gone already
             await ws.close(NORMAL_CLOSURE, f"no frame for {limit:g} s")

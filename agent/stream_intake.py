@@ -33,6 +33,8 @@ class StreamIntake:
     """Line time up to which missing audio was already counted as silence."""
     paced: bool = False
     """Audio came too far ahead at least once (the call's `stream/paced` event is recorded once)."""
+    timed_out: bool = False
+    """The stream was closed for sending no frame for too long."""
 
     def __post_init__(self) -> None:
         self.last_frame_at = max(self.last_frame_at, self.opened_at)

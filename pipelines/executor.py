@@ -5,11 +5,13 @@ move audio for all the other calls. The pool is bounded so that a burst of calls
 of oversubscribing the CPU, and `queue_depth` shows when that happens.
 
 Fair share. Each job belongs to an owner (a call: `owner_of` reads it from the submitting task's
-context) and has a priority (`JobPriority`). An owner runs at most one job at a time, so one call can
-never hold more than one worker, however much work it queues. A free worker takes the next job by
-priority first (an endpoint's transcript or speech to play before a speculative transcript), then from
-the owner served least recently (round robin), then oldest first. Jobs without an owner (start-up
-warm-up) are not limited.
+context) and has a priority (`JobPriority`). A free worker takes a job of an owner with nothing
+running first, so while other calls wait a call runs one job at a time, however much work it queues;
+among those, by priority (an endpoint's transcript or speech to play before a speculative transcript),
+then from the owner served least recently (round robin), then oldest first. Only a worker that would
+otherwise sit idle takes a second job of a busy owner: a call alone keeps the pool's full speed (a
+stale speculation still running never delays its turn's next one), and a call arriving then waits for
+one job at most. Jobs without an owner (start-up warm-up) are not limited.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class _Owner:
     """An owner with work queued or running; forgotten once it has neither."""
 
     waiting: int = 0
-    running: bool = False
+    running: int = 0
     served: int = -1  # when it last started a job (a count of starts); -1: not since it was idle
 
 
@@ -99,24 +101,30 @@ class _Schedule:
     starts: itertools.count[int] = field(default_factory=itertools.count)
 
     def pick(self) -> _Job | None:
-        """Remove and return the job a free worker runs next (see the module docstring), if any may run."""
-        best: _Job | None = None
-        best_key: tuple[int, int, int] | None = None
-        for job in self.waiting:
-            owner = self.owners.get(job.owner) if job.owner is not None else None
-            if owner is not None and owner.running:
-                continue  # one job at a time per owner
-            key = (int(job.priority), owner.served if owner is not None else -1, job.seq)
-            if best_key is None or key < best_key:
-                best, best_key = job, key
+        """Remove and return the job a free worker runs next (see the module docstring), if any."""
+        best = self._best(second_jobs=False) or self._best(second_jobs=True)
         if best is None:
             return None
         self.waiting.remove(best)
         if best.owner is not None:
             owner = self.owners[best.owner]
             owner.waiting -= 1
-            owner.running = True
+            owner.running += 1
             owner.served = next(self.starts)
+        return best
+
+    def _best(self, *, second_jobs: bool) -> _Job | None:
+        """The first job by (priority, owner served least recently, age): among owners with nothing
+        running, or (`second_jobs`: nobody else waits, the worker would idle) among those running one."""
+        best: _Job | None = None
+        best_key: tuple[int, int, int] | None = None
+        for job in self.waiting:
+            owner = self.owners.get(job.owner) if job.owner is not None else None
+            if owner is not None and bool(owner.running) != second_jobs:
+                continue
+            key = (int(job.priority), owner.served if owner is not None else -1, job.seq)
+            if best_key is None or key < best_key:
+                best, best_key = job, key
         return best
 
     def add(self, job: _Job) -> None:
@@ -137,12 +145,12 @@ class _Schedule:
 
     def finished(self, job: _Job) -> None:
         if job.owner is not None:
-            self.owners[job.owner].running = False
+            self.owners[job.owner].running -= 1
             self._forget_if_idle(job.owner)
 
     def _forget_if_idle(self, key: Hashable) -> None:
         owner = self.owners[key]
-        if not owner.running and owner.waiting == 0:
+        if owner.running == 0 and owner.waiting == 0:
             del self.owners[key]  # calls come and go: keep no state for those without work
 
 

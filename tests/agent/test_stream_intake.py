@@ -92,7 +92,8 @@ def question() -> bytes:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The real service with stand-in models that know the question, a one-word greeting, and a short
     idle timeout."""
-    models = StandInModels({QUESTION: voice_print(question(), RATE)})
+    # A transcription holds a pool worker 0.3 s, about what Whisper tiny takes for a question here.
+    models = StandInModels({QUESTION: voice_print(question(), RATE)}, asr_cost_s=0.3)
     bots = {"support_desk": {"greeting": "Hi."}}
     security = {"stream_idle_timeout_s": IDLE_TIMEOUT_S}
     with running_service(
@@ -158,7 +159,7 @@ async def test_a_flooding_call_is_paced_and_a_normal_call_beside_it_keeps_its_la
     """One caller streams talk flat out (far faster than real time) while another asks questions at
     the normal pace. The flood is read no faster than real time (a `stream/paced` event, counted in
     /metrics), and the normal caller's answers come within 1.5x of their time alone, measured here
-    first."""
+    before and after the flood (the slower of the two: the machine is shared)."""
     solo = await normal_call(service)
     paced_before = await stream_errors(service, "audio_ahead")
 
@@ -173,8 +174,10 @@ async def test_a_flooding_call_is_paced_and_a_normal_call_beside_it_keeps_its_la
         await asyncio.gather(flood, return_exceptions=True)
         await flooder.hangup()
 
-    print(f"response ms alone {solo}, beside the flood {beside}")
-    assert statistics.median(beside) <= 1.5 * statistics.median(solo), (solo, beside)
+    after = await normal_call(service)
+    print(f"response ms alone {solo} and {after}, beside the flood {beside}")
+    alone_ms = max(statistics.median(solo), statistics.median(after))
+    assert statistics.median(beside) <= 1.5 * alone_ms, (solo, after, beside)
     record = await final_record(service, flood_id, timeout=30)
     (paced,) = events_of(record, "stream", "paced")
     assert paced["lead_s"] > paced["max_lead_s"] == 2.0

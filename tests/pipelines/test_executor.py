@@ -118,119 +118,135 @@ def submit(
     return asyncio.get_running_loop().create_task(pool.run(fn), context=context)
 
 
-class Gate:
-    """Jobs that record when they start and end, and block until released."""
+class Gates:
+    """Jobs that record when they start, each blocking until released by its label (or all at once)."""
 
     def __init__(self) -> None:
-        self.release = threading.Event()
+        self._events: dict[str, threading.Event] = {}
+        self._all = threading.Event()
         self.started: list[str] = []
-        self.running: dict[str, int] = {}
-        self.most_at_once: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def job(self, owner: str, label: str, *, blocks: bool = True) -> Callable[[], str]:
+        event = self._events.setdefault(label, threading.Event())
+
         def run() -> str:
             with self._lock:
                 self.started.append(label)
-                self.running[owner] = self.running.get(owner, 0) + 1
-                self.most_at_once[owner] = max(self.most_at_once.get(owner, 0), self.running[owner])
-            if blocks:
-                self.release.wait(5)
-            with self._lock:
-                self.running[owner] -= 1
+            while blocks and not (event.wait(0.01) or self._all.is_set()):
+                pass
             return label
 
         return run
 
+    def release(self, label: str) -> None:
+        self._events[label].set()
 
-async def test_a_flooding_call_holds_one_worker_at_most_and_the_others_get_the_rest() -> None:
-    pool, gate = fair_pool(2), Gate()
+    def release_all(self) -> None:
+        self._all.set()
+
+
+async def test_while_another_call_waits_a_flooding_call_gets_no_second_worker() -> None:
+    """A call alone may use the whole pool (no worker idles); once another call waits, each worker that
+    frees goes to the waiting call, and the flood keeps at most one worker while the other call has work."""
+    pool, gates = fair_pool(2), Gates()
     try:
-        flood = [submit(pool, "flood", gate.job("flood", f"f{i}")) for i in range(30)]
-        await wait_until(lambda: pool.busy == 1 and pool.queue_depth == 29)
-        # A normal call's turn while the flood's job blocks: it runs at once on the other worker.
-        assert await asyncio.wait_for(submit(pool, "normal", gate.job("normal", "n", blocks=False)), 2) == "n"
-        assert gate.started == ["f0", "n"]
-        gate.release.set()
+        flood = [submit(pool, "flood", gates.job("flood", f"f{i}")) for i in range(30)]
+        await wait_until(lambda: pool.busy == 2 and pool.queue_depth == 28)
+        assert gates.started == ["f0", "f1"]  # nobody else wants a worker: both work for the flood
+        normal = [submit(pool, "normal", gates.job("normal", f"n{i}")) for i in range(2)]
+        await wait_until(lambda: pool.queue_depth == 30)
+        gates.release("f0")  # the first worker to free goes to the waiting call, not to f2
+        await wait_until(lambda: gates.started[-1] == "n0")
+        gates.release("f1")  # the flood's own next job: the normal call runs n0 and has n1 waiting
+        await wait_until(lambda: gates.started[-1] == "f2")
+        gates.release("n0")  # n1 next, while the flood's f2 still runs: one worker each
+        await wait_until(lambda: gates.started[-1] == "n1")
+        assert gates.started == ["f0", "f1", "n0", "f2", "n1"]
+        gates.release_all()
         assert await asyncio.gather(*flood) == [f"f{i}" for i in range(30)]  # its own order is kept
-        assert gate.most_at_once["flood"] == 1
+        assert await asyncio.gather(*normal) == ["n0", "n1"]
         assert pool.busy == 0 and pool.queue_depth == 0
     finally:
-        gate.release.set()
+        gates.release_all()
         pool.shutdown()
 
 
 async def test_calls_take_turns_on_a_busy_pool() -> None:
-    pool, gate = fair_pool(1), Gate()
+    pool, gates = fair_pool(1), Gates()
     try:
-        blocker = submit(pool, "other", gate.job("other", "blocker"))
+        blocker = submit(pool, "other", gates.job("other", "blocker"))
         await wait_until(lambda: pool.busy == 1)
-        flood = [submit(pool, "flood", gate.job("flood", f"f{i}", blocks=False)) for i in range(3)]
+        flood = [submit(pool, "flood", gates.job("flood", f"f{i}", blocks=False)) for i in range(3)]
         await wait_until(lambda: pool.queue_depth == 3)
-        normal = submit(pool, "normal", gate.job("normal", "n", blocks=False))
+        normal = submit(pool, "normal", gates.job("normal", "n", blocks=False))
         await wait_until(lambda: pool.queue_depth == 4)
-        gate.release.set()
+        gates.release_all()
         await asyncio.gather(blocker, normal, *flood)
         # First come first served would run all of the flood first (f0 f1 f2 n).
-        assert gate.started == ["blocker", "f0", "n", "f1", "f2"]
+        assert gates.started == ["blocker", "f0", "n", "f1", "f2"]
     finally:
-        gate.release.set()
+        gates.release_all()
         pool.shutdown()
 
 
 async def test_endpoint_jobs_go_before_speculative_ones() -> None:
-    pool, gate = fair_pool(1), Gate()
+    pool, gates = fair_pool(1), Gates()
     try:
-        blocker = submit(pool, "other", gate.job("other", "blocker"))
+        blocker = submit(pool, "other", gates.job("other", "blocker"))
         await wait_until(lambda: pool.busy == 1)
         jobs = [
-            submit(pool, "a", gate.job("a", "a speculative", blocks=False), Urgency(JobPriority.SPECULATIVE)),
-            submit(pool, "b", gate.job("b", "b speculative", blocks=False), Urgency(JobPriority.SPECULATIVE)),
-            submit(pool, "c", gate.job("c", "c final", blocks=False)),
+            submit(
+                pool, "a", gates.job("a", "a speculative", blocks=False), Urgency(JobPriority.SPECULATIVE)
+            ),
+            submit(
+                pool, "b", gates.job("b", "b speculative", blocks=False), Urgency(JobPriority.SPECULATIVE)
+            ),
+            submit(pool, "c", gates.job("c", "c final", blocks=False)),
         ]
         await wait_until(lambda: pool.queue_depth == 3)
-        gate.release.set()
+        gates.release_all()
         await asyncio.gather(blocker, *jobs)
-        assert gate.started == ["blocker", "c final", "a speculative", "b speculative"]
+        assert gates.started == ["blocker", "c final", "a speculative", "b speculative"]
     finally:
-        gate.release.set()
+        gates.release_all()
         pool.shutdown()
 
 
 async def test_a_queued_speculation_promoted_to_final_goes_first() -> None:
-    pool, gate = fair_pool(1), Gate()
+    pool, gates = fair_pool(1), Gates()
     try:
-        blocker = submit(pool, "other", gate.job("other", "blocker"))
+        blocker = submit(pool, "other", gates.job("other", "blocker"))
         await wait_until(lambda: pool.busy == 1)
         guess_a, guess_b = Urgency(JobPriority.SPECULATIVE), Urgency(JobPriority.SPECULATIVE)
         jobs = [
-            submit(pool, "a", gate.job("a", "a", blocks=False), guess_a),
-            submit(pool, "b", gate.job("b", "b", blocks=False), guess_b),
+            submit(pool, "a", gates.job("a", "a", blocks=False), guess_a),
+            submit(pool, "b", gates.job("b", "b", blocks=False), guess_b),
         ]
         await wait_until(lambda: pool.queue_depth == 2)
         guess_b.promote()  # b's turn ended on the speculated audio: its transcript is awaited now
-        gate.release.set()
+        gates.release_all()
         await asyncio.gather(blocker, *jobs)
-        assert gate.started == ["blocker", "b", "a"]
+        assert gates.started == ["blocker", "b", "a"]
     finally:
-        gate.release.set()
+        gates.release_all()
         pool.shutdown()
 
 
 async def test_a_cancelled_job_frees_its_calls_place() -> None:
-    pool, gate = fair_pool(1), Gate()
+    pool, gates = fair_pool(1), Gates()
     try:
-        blocker = submit(pool, "other", gate.job("other", "blocker"))
+        blocker = submit(pool, "other", gates.job("other", "blocker"))
         await wait_until(lambda: pool.busy == 1)
-        dropped = submit(pool, "a", gate.job("a", "dropped", blocks=False))
-        kept = submit(pool, "a", gate.job("a", "kept", blocks=False))
+        dropped = submit(pool, "a", gates.job("a", "dropped", blocks=False))
+        kept = submit(pool, "a", gates.job("a", "kept", blocks=False))
         await wait_until(lambda: pool.queue_depth == 2)
         dropped.cancel()  # barge-in: the call's queued synthesis is dropped
         await wait_until(lambda: pool.queue_depth == 1)
-        gate.release.set()
+        gates.release_all()
         assert await kept == "kept"
         await blocker
-        assert gate.started == ["blocker", "kept"] and dropped.cancelled()
+        assert gates.started == ["blocker", "kept"] and dropped.cancelled()
     finally:
-        gate.release.set()
+        gates.release_all()
         pool.shutdown()
