@@ -129,7 +129,7 @@ class Runtime:
             service.security.stream_token_ttl_s,
         )
         webhook_secret = resolve_secret(service.security.webhook_secret_env, data_dir)
-        # Each call's model work is its own on the pool: one job at a time per call (fair share).
+        # Each call's model work is its own on the pool: one job at a time per call while others wait.
         executor = ModelExecutor(max_workers=2, owner_of=call_of_context)
         started = time.perf_counter()
         phrases: dict[str, PhraseCache] = {}

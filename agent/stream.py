@@ -104,6 +104,7 @@ async def stream_socket(ws: WebSocket) -> None:
                         await ws.close(MESSAGE_TOO_BIG, "frame too large")
                 break
             if data is not None:
+                intake.frame(time.monotonic())  # the stream is alive, even while its audio is held back
                 pcm = decoder.feed_bytes(data)
                 hold_s = intake.hold_s(len(pcm) // 2, time.monotonic())
                 if hold_s > 0:  # far ahead of real time: read no faster than that (TCP slows the peer)

@@ -57,7 +57,7 @@ class StreamIntake:
         self.last_frame_at = self.last_audio_at = now
 
     def frame(self, now: float) -> None:
-        """A frame without audio (text) came at `now`."""
+        """A frame came at `now` (its audio, if any, is counted by `audio` once taken)."""
         self.last_frame_at = now
 
     def covered_until(self) -> float:
