@@ -3,7 +3,8 @@
 `TurnDetector` takes caller audio in 20 ms frames and returns small events: `SpeechStarted`, then
 `SpeechPaused` at a short pause (the turn's audio so far, for speculative ASR), `SpeechResumed` if they
 go on, and `TurnEnded` with the whole turn (pre-roll included, so first syllables reach ASR) once the
-silence has lasted `end_silence_ms`; speech shorter than `min_turn_ms` ends as `TurnDiscarded`. Time is
+silence has lasted `end_silence_ms` (or at once, by `finish`, when the audio ends: a hang-up); speech
+shorter than `min_turn_ms` ends as `TurnDiscarded`. Time is
 the count of frames fed (`at_ms`: when the event was decided, on the caller audio's clock), so the
 detector is pure, synchronous and deterministic.
 
