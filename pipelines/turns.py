@@ -4,9 +4,8 @@
 `SpeechPaused` at a short pause (the turn's audio so far, for speculative ASR), `SpeechResumed` if they
 go on, and `TurnEnded` with the whole turn (pre-roll included, so first syllables reach ASR) once the
 silence has lasted `end_silence_ms` (or at once, by `finish`, when the audio ends: a hang-up); speech
-shorter than `min_turn_ms` ends as `TurnDiscarded`. Time is
-the count of frames fed (`at_ms`: when the event was decided, on the caller audio's clock), so the
-detector is pure, synchronous and deterministic.
+shorter than `min_turn_ms` ends as `TurnDiscarded`. Time is the count of frames fed (`at_ms`: when the
+event was decided, on the caller audio's clock), so the detector is pure, synchronous and deterministic.
 
 Each decision is a small policy object: `SpeechGate` and `SustainedSpeech` from `pipelines.vad` (is
 this frame the caller speaking, not noise or the bot's echo? has speech lasted long enough to start a
