@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from agent.dialogue.tools import ToolBox
 from agent.escalation.rules import Firing, RuleState
 from agent.escalation.signals import SignalTracker
 from agent.listen import BOT, CALLER
+from agent.logs import for_call
 from agent.metrics import call_outcome
 from agent.recordings import GuardedRecording
 from agent.runtime import Runtime
@@ -56,6 +58,8 @@ ANSWERED = frozenset({"out_answered", "out_bridged", "answered"})
 FAILED = frozenset({"hangup", "missed", "busy", "failed", "no_answer", "noanswer", "rejected"})
 TRANSFER_GRACE_S = 5.0
 """Beyond the department's ring time (timeout × loop), how long to wait for its answer event."""
+FINISH_TURNS_S = 15.0
+"""When a call ends, how long its last caller turns may still take to be transcribed and recorded."""
 
 
 @dataclass
@@ -109,6 +113,7 @@ class CallSession:
         self.tags: list[str] = []  # labels from `tag` actions
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._turn_tasks: set[asyncio.Task[Any]] = set()  # caller turns being transcribed: finished at close
         self.reply_task: asyncio.Task[None] | None = None  # what the bot is saying (or about to)
         self.recording = GuardedRecording(
             runtime.recordings_dir / call_id, self.sample_rate, self._recording_failed
@@ -169,12 +174,15 @@ class CallSession:
             return
         self.closed = True
         self.socket_open = False
+        # A turn still open ends as the stream did: its words are transcribed and kept, not answered.
+        self.caller_turns.finish(self.last_audio_at)
         self.caller_turns.cancel()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._finish_caller_turns()
         outcome = call_outcome(
             handed_off=self.handed_off, bot_hung_up=self.bot_hung_up, dropped=dropped and not self.hangup_seen
         )
@@ -206,6 +214,20 @@ class CallSession:
         self.runtime.listen.ended(self.call_id, self.sample_rate)
         log.info("call %s ended: %s", self.call_id, end_reason)
 
+    async def _finish_caller_turns(self) -> None:
+        """Let the caller turns still being transcribed reach the record (up to FINISH_TURNS_S)."""
+        turns = set(self._turn_tasks)
+        if not turns:
+            return
+        _, late = await asyncio.wait(turns, timeout=FINISH_TURNS_S)
+        for task in late:
+            log.warning("call %s: a caller turn still untranscribed %.0f s after the end", self.call_id,
+                        FINISH_TURNS_S)  # fmt: skip
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     # ------------------------------------------------------------------------------- inbound
 
     def on_audio(self, pcm: bytes) -> None:
@@ -225,6 +247,12 @@ class CallSession:
             for event in self.turns.feed(frame):
                 self.caller_turns.on_event(event, now)
         self.caller_turns.tick(now)
+
+    async def on_line_silence(self, seconds: float) -> None:
+        """No audio came for `seconds` while the caller was mid-turn (the carrier stopped sending frames):
+        that time is silence, as if it had arrived (recording included), so the turn ends and is answered."""
+        self.on_audio(bytes(2 * round(seconds * self.sample_rate)))
+        await self.record.event("stream", "no_audio", {"ms": round(seconds * 1000), "counted_as": "silence"})
 
     async def on_text(self, message: StreamMetadata | UnknownText) -> None:
         """A text frame: a call UUID or metadata is kept; junk is logged and kept, never fatal. The record
@@ -378,7 +406,7 @@ class CallSession:
         """Monotonic time the latest caller audio arrived (the turn detector's "now")."""
         return self._clock_mark[0]
 
-    def start_reply(self, coro: Awaitable[None]) -> None:
+    def start_reply(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` as what the bot says now (barge-in cancels it)."""
         self.reply_task = self.spawn(coro)
 
@@ -438,16 +466,26 @@ class CallSession:
                 log.info("call %s: send failed (%s); socket considered closed", self.call_id, exc)
                 self.socket_open = False
 
-    def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        """A task of this call: cancelled when the call closes, its failure logged."""
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        if self.closed:  # e.g. DTMF that arrived as the call closed: the recording is being finalized
+    def spawn(
+        self, coro: Coroutine[Any, Any, None], *, finishes_at_close: bool = False
+    ) -> asyncio.Task[None]:
+        """A task of this call: cancelled when the call closes, its failure logged.
+
+        It runs as this call's (log lines, its share of the model pool) even when started from a
+        webhook or another worker's command. `finishes_at_close`: a caller turn being transcribed, which
+        `close` lets finish (the caller's last words are kept) instead of cancelling.
+        """
+        context = contextvars.copy_context()
+        context.run(for_call, self.call_id)
+        task = asyncio.get_running_loop().create_task(coro, context=context)
+        if self.closed and not finishes_at_close:  # e.g. DTMF that arrived as the call closed
             task.cancel()
-        self._tasks.add(task)
+        (self._turn_tasks if finishes_at_close else self._tasks).add(task)
         task.add_done_callback(self._task_done)
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        self._turn_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("call %s: task failed", self.call_id, exc_info=task.exception())

@@ -78,8 +78,15 @@ class CallerTurns:
             s.start_reply(s.speak_fixed(s.bot.phrases.still_there))
 
     def cancel(self) -> None:
-        """The call ends: drop any transcription in flight."""
+        """The call ends: drop the speculation of a turn that never came."""
         self.asr.cancel()
+
+    def finish(self, last_audio_at: float) -> None:
+        """The stream ended (`last_audio_at`: when its last audio came): a turn still open ends as if
+        silence had followed it, so the caller's last words are transcribed and kept."""
+        event = self.session.turns.finish()
+        if event is not None:
+            self.on_event(event, last_audio_at)
 
     def on_event(self, event: TurnEvent, now: float) -> None:
         s = self.session
@@ -100,7 +107,7 @@ class CallerTurns:
             # When the caller actually stopped talking, on our clock.
             speech_end = now - (event.at_ms - event.end_ms) / 1000
             asr, self.asr = self.asr, self._new_asr()
-            s.spawn(self._caller_turn(event, asr, speech_end))
+            s.spawn(self._caller_turn(event, asr, speech_end), finishes_at_close=True)
 
     async def _end_if_complete(self, turn: int, speculation: asyncio.Task[Transcript]) -> None:
         """Semantic endpointing: end the paused turn as soon as its speculative text reads as whole."""
@@ -173,6 +180,19 @@ class CallerTurns:
             s.runtime.metrics.error(s.bot_name, "asr", str(transcript.rejected or "empty"))
             return
         text = transcript.text.strip()
+        latency = {
+            "endpoint_ms": event.at_ms - event.end_ms,
+            "early_endpoint": event.early,
+            "asr_ms": round(transcript.asr_ms),
+            "asr_wait_ms": asr_wait_ms,
+            "asr_speculative_hit": hit,
+        }
+        if s.closed:  # the caller hung up: their last words are kept; nobody is left to answer them
+            turn_id, text = await self._record_turn(text, event, wall_end, latency, continued)
+            await s.record.event(
+                "turns", "unanswered", {"turn_id": turn_id, "text": text, "why": "call_ended"}
+            )
+            return
         bot_was_speaking = s.reply_task is not None and not s.reply_task.done()
         cut, self._cut_reply = self._cut_reply, None
         if (bot_was_speaking or cut is not None) and is_backchannel(text):
@@ -187,13 +207,21 @@ class CallerTurns:
             started = wall_end - (event.end_ms - event.start_ms) / 1000
             await self._monitor_turn(text, s.language.turn_language(transcript), started, wall_end)
             return
-        latency = {
-            "endpoint_ms": event.at_ms - event.end_ms,
-            "early_endpoint": event.early,
-            "asr_ms": round(transcript.asr_ms),
-            "asr_wait_ms": asr_wait_ms,
-            "asr_speculative_hit": hit,
-        }
+        turn_id, text = await self._record_turn(text, event, wall_end, latency, continued)
+        reply = await self._respond(text, turn_id, speech_end, latency, level_dbfs=transcript.level_dbfs)
+        if event.early and reply is not None:
+            self._early = EarlyTurn(event.end_ms, text, turn_id, reply)
+
+    async def _record_turn(
+        self,
+        text: str,
+        event: TurnEnded,
+        wall_end: float,
+        latency: dict[str, Any],
+        continued: EarlyTurn | None,
+    ) -> tuple[int | None, str]:
+        """The caller turn into the record and the live view; returns its id and its whole text."""
+        s = self.session
         if continued is not None:
             # One turn said in two parts: the record keeps one caller turn, the dialogue hears it whole.
             text = f"{continued.text} {text}"
@@ -207,9 +235,7 @@ class CallerTurns:
             )
         s.publish("turn", role="caller", text=text, latency_ms=latency, continued=continued is not None)
         s.runtime.metrics.turn_latency(s.bot_name, latency)  # endpoint and ASR (the answer: Answerer)
-        reply = await self._respond(text, turn_id, speech_end, latency, level_dbfs=transcript.level_dbfs)
-        if event.early and reply is not None:
-            self._early = EarlyTurn(event.end_ms, text, turn_id, reply)
+        return turn_id, text
 
     async def _asr_failed(self, exc: Exception) -> None:
         """Transcription itself broke (not the caller's audio): the caller hears the fallback line, never

@@ -137,6 +137,20 @@ class SecurityConfig(Strict):
         default=20, ge=1, description="Wrong secrets or stream tokens per address before it is refused."
     )
     failed_auth_window_s: float = Field(default=60.0, gt=0, description="... within this many seconds.")
+    max_audio_lead_s: float | None = Field(
+        default=2.0,
+        ge=0.5,
+        le=60.0,
+        description="Caller audio may run this far ahead of the call's own clock (since its stream opened; "
+        "room for network bursts). Beyond it the stream is read no faster than real time, so one flooding "
+        "call cannot starve the others; recorded as a `stream/paced` event. null: no pacing (benchmarks).",
+    )
+    stream_idle_timeout_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description="A stream that sends no frame for this long is closed (end reason `idle_timeout`).",
+    )
 
     @field_validator("platform_ips")
     @classmethod

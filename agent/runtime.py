@@ -31,6 +31,7 @@ from agent.dialogue.tools import ToolBox, outbound_client
 from agent.escalation.notify import Notifier
 from agent.escalation.rules import CompiledRule, compile_rules
 from agent.listen import LEASE_S, ListenHub
+from agent.logs import NO_CALL, current_call
 from agent.loop_lag import LoopLagMonitor
 from agent.metrics import Metrics
 from agent.recent_calls import RecentCalls
@@ -159,7 +160,8 @@ class Runtime:
             service.security.stream_token_ttl_s,
         )
         webhook_secret = resolve_secret(service.security.webhook_secret_env, data_dir)
-        executor = ModelExecutor(max_workers=2)
+        # Each call's model work is its own on the pool: one job at a time per call while others wait.
+        executor = ModelExecutor(max_workers=2, owner_of=call_of_context)
         started = time.perf_counter()
         phrases: dict[str, PhraseCache] = {}
         synths: dict[str, Synthesizer] = {}
@@ -463,6 +465,12 @@ def stream_url(
         {"call": call_id, "bot": bot, "from": from_number, "to": to_number, "exp": exp, "token": token}
     )
     return f"{ws_base}/stream?{query}", exp
+
+
+def call_of_context() -> str | None:
+    """The call the running task works for (set by `for_call`), None outside any call."""
+    call_id = current_call.get()
+    return None if call_id == NO_CALL else call_id
 
 
 def new_call_id() -> str:

@@ -18,11 +18,13 @@ from agent.logs import for_call
 from agent.record_writer import store_unreachable
 from agent.runtime import Runtime
 from agent.security import TokenError, is_call_id
+from agent.stream_intake import StreamIntake
 from agent.telephony.piopiy import StreamDecoder
 from agent.telephony.piopiy_webhooks import phone_number
 
 log = logging.getLogger(__name__)
 
+NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 TRY_AGAIN_LATER = 1013
@@ -38,6 +40,7 @@ async def stream_socket(ws: WebSocket) -> None:
     caller, called = q.get("from", ""), q.get("to", "")
     host = ws.client.host if ws.client else None
     await ws.accept()
+    opened_at = time.monotonic()  # the call's own clock starts here (see agent/stream_intake.py)
     refusal = runtime.refusal(host, platform=True)
     if refusal is not None:
         log.warning("stream refused for call %r: %s (from %s)", call_id[:64], refusal, host)
@@ -82,12 +85,19 @@ async def stream_socket(ws: WebSocket) -> None:
     )
     runtime.register(session)
     decoder = StreamDecoder()
-    max_frame = runtime.settings.service.security.max_frame_bytes
+    security = runtime.settings.service.security
+    max_frame = security.max_frame_bytes
+    intake = StreamIntake(bot.stream.voice_quality, opened_at, max_lead_s=security.max_audio_lead_s)
     reason, dropped = "socket_closed", False
+    watch: asyncio.Task[None] | None = None
     try:
         await session.start()
+        watch = asyncio.create_task(_watch_line(ws, session, intake), name=f"line watch {call_id}")
         while True:
             message = await ws.receive()
+            if intake.timed_out:  # the watch closed an idle stream (its close is the message here)
+                reason, dropped = "idle_timeout", True
+                break
             if message["type"] == "websocket.disconnect":
                 code = int(message.get("code") or 1005)
                 reason, dropped = f"socket_closed_{code}", code not in (1000, 1001)
@@ -106,8 +116,17 @@ async def stream_socket(ws: WebSocket) -> None:
                         await ws.close(MESSAGE_TOO_BIG, "frame too large")
                 break
             if data is not None:
-                session.on_audio(decoder.feed_bytes(data))
+                intake.frame(time.monotonic())  # the stream is alive, even while its audio is held back
+                pcm = decoder.feed_bytes(data)
+                hold_s = intake.hold_s(len(pcm) // 2, time.monotonic())
+                if hold_s > 0:  # far ahead of real time: read no faster than that (TCP slows the peer)
+                    if not intake.paced:
+                        await _paced(session, intake, len(pcm) // 2)
+                    await asyncio.sleep(hold_s)
+                intake.audio(len(pcm) // 2, time.monotonic())
+                session.on_audio(pcm)
             elif text is not None:
+                intake.frame(time.monotonic())
                 await session.on_text(decoder.feed_text(text))
     except WebSocketDisconnect as exc:
         reason, dropped = f"socket_closed_{exc.code}", exc.code not in (1000, 1001)
@@ -116,6 +135,10 @@ async def stream_socket(ws: WebSocket) -> None:
         reason, dropped = "stream_error", True
         runtime.metrics.error(bot_name, "stream", reason)
     finally:
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watch
         await session.close(reason, dropped=dropped)
 
 
@@ -157,3 +180,55 @@ async def _claim(
         known = {"from": absent["from_number"], "to": absent["to_number"]}
         return "claimed", {**known, "cmiuuid": runtime.recent.cmiuuid(call_id)}
     return ("claimed", call) if call is not None else ("taken", {})
+
+
+async def _watch_line(ws: WebSocket, session: CallSession, intake: StreamIntake) -> None:
+    """While the call lasts: missing audio in an open caller turn counts as silence once it has lasted
+    `end_silence_ms` (the turn ends, the bot answers), and no frame at all for `stream_idle_timeout_s`
+    closes the stream. A task beside the receive loop, waking about twice a second: a timeout on each
+    receive would cost every 20 ms frame a timer."""
+    idle_timeout_s = session.runtime.settings.service.security.stream_idle_timeout_s
+    end_silence_s = session.bot.turn_taking.end_silence_ms / 1000
+    while not session.closed:  # (closed by a shutdown while the socket is still open)
+        now = time.monotonic()
+        in_turn = session.turns.in_turn
+        if intake.idle_s(now) >= idle_timeout_s:
+            intake.timed_out = True
+            await _close_idle(ws, session, intake.idle_s(now))
+            return
+        if in_turn and intake.missing_s(now) >= end_silence_s:
+            await session.on_line_silence(intake.count_silence(now))
+            continue
+        due_s = intake.next_check_s(
+            now, idle_timeout_s=idle_timeout_s, silence_s=end_silence_s if in_turn else None
+        )
+        await asyncio.sleep(min(due_s, end_silence_s))  # a turn may start meanwhile: look again by then
+
+
+async def _paced(session: CallSession, intake: StreamIntake, samples: int) -> None:
+    """The first time a call's audio runs too far ahead: recorded, counted and logged once."""
+    intake.paced = True
+    now = time.monotonic()
+    info = {
+        "lead_s": round(intake.lead_s(now) + samples / intake.sample_rate, 2),
+        "max_lead_s": intake.max_lead_s,
+        "audio_s": round(intake.received_s, 2),
+        "elapsed_s": round(now - intake.opened_at, 2),
+    }
+    log.warning(
+        "call %s: caller audio %.1f s ahead of real time; read no faster than real time from here",
+        session.call_id, info["lead_s"],
+    )  # fmt: skip
+    session.runtime.metrics.error(session.bot_name, "stream", "audio_ahead")
+    await session.record.event("stream", "paced", info)
+
+
+async def _close_idle(ws: WebSocket, session: CallSession, idle_s: float) -> None:
+    """No frame for `security.stream_idle_timeout_s`: the stream is dead; close it (the call then ends)."""
+    limit = session.runtime.settings.service.security.stream_idle_timeout_s
+    log.warning("call %s: no frame for %.0f s; closing the stream", session.call_id, idle_s)
+    session.runtime.metrics.error(session.bot_name, "stream", "idle_timeout")
+    await session.record.event("stream", "idle_timeout", {"idle_s": round(idle_s, 1), "limit_s": limit})
+    if ws.application_state == WebSocketState.CONNECTED:  # the receive loop then gets the disconnect
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the peer may be gone already
+            await ws.close(NORMAL_CLOSURE, f"no frame for {limit:g} s")

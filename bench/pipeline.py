@@ -234,7 +234,7 @@ class LiveAsr:
 
 
 async def _asr_phase(svc: ServiceProcess, prompts: list[Prompt], calls: int, end_silence_ms: int) -> LiveAsr:
-    sim = PiopiySimulator(svc.url, webhook_secret=WEBHOOK_SECRET, speed=math.inf)
+    sim = PiopiySimulator(svc.url, webhook_secret=WEBHOOK_SECRET, speed=math.inf, max_lead_s=None)
     expected = {p.name: count_turns(p.pcm, end_silence_ms)[0] for p in prompts}
     async with svc.client() as api:
         parts = await asyncio.gather(

@@ -225,8 +225,9 @@ async def speak_prompts(
 ) -> list[PromptResult]:
     """Speak (name, pcm, expected turns) prompts one by one into one call; wait for each one's turns.
 
-    The simulator should run at `math.inf` speed: a prompt and its trailing silence arrive at once,
-    which changes nothing for what is transcribed. The bot's short reply is let play out before the
+    The simulator should run at `math.inf` speed without a lead limit (`max_lead_s=None`, on a service
+    that does not pace): a prompt and its trailing silence arrive at once, which changes nothing for
+    what is transcribed. The bot's short reply is let play out before the
     next prompt, so no prompt barges in.
     """
     results: list[PromptResult] = []

@@ -82,6 +82,8 @@ def write_config(directory: Path, bots: list[BenchBot], *, shipped: bool = True)
     else:
         data["numbers"] = {}
     data["prompts_dir"] = str(prompts)
+    # The ASR phase streams prompts flat out (what is heard is measured there, not when): no pacing.
+    data["security"] = {**data.get("security", {}), "max_audio_lead_s": None}
     data["storage"] = {
         "url": f"sqlite:///{directory / 'hotline.db'}",
         "data_dir": str(directory),

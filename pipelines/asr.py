@@ -25,7 +25,7 @@ import numpy.typing as npt
 from faster_whisper import WhisperModel
 
 from pipelines.audio import SILENCE_DBFS, pcm16_to_float, resample
-from pipelines.executor import ModelExecutor
+from pipelines.executor import JobPriority, ModelExecutor, Urgency
 from pipelines.text import PHANTOM_PHRASES, normalize_transcript, strip_annotations
 from pipelines.voicing import SpeechStats, frames_of, levels_of, measure_speech, trim_to_speech
 from pipelines.whisper_window import WindowDecode, WindowDecoder
@@ -330,6 +330,7 @@ class SpeculativeTranscriber:
         self.pause_dbfs = pause_dbfs
         self.pause_margin_db = pause_margin_db
         self._task: asyncio.Task[Transcript] | None = None
+        self._urgency = Urgency(JobPriority.SPECULATIVE)
         self._audio = b""
 
     @property
@@ -347,7 +348,11 @@ class SpeculativeTranscriber:
             return None  # the caller is still pausing: the running speculation already has all the speech
         self.cancel()
         self._audio = bytes(audio)
-        self._task = asyncio.create_task(self._transcriber.transcribe(self._audio), name="asr speculation")
+        # On the model pool, every turn's final transcript goes before speculation (until this one is it).
+        self._urgency = Urgency(JobPriority.SPECULATIVE)
+        self._task = asyncio.create_task(
+            self._transcriber.transcribe(self._audio), name="asr speculation", context=self._urgency.context()
+        )
         self._task.add_done_callback(_retrieve_exception)
         return self._task
 
@@ -356,6 +361,7 @@ class SpeculativeTranscriber:
         task, spoken = self._task, self._audio
         self._task, self._audio = None, b""
         if task is not None and _usable(task) and self._covers(spoken, audio):
+            self._urgency.promote()  # the speculation is the final transcript now: no longer behind others
             try:
                 return await task, True
             except Exception as exc:  # a failed speculation falls back to a fresh run

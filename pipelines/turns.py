@@ -3,9 +3,9 @@
 `TurnDetector` takes caller audio in 20 ms frames and returns small events: `SpeechStarted`, then
 `SpeechPaused` at a short pause (the turn's audio so far, for speculative ASR), `SpeechResumed` if they
 go on, and `TurnEnded` with the whole turn (pre-roll included, so first syllables reach ASR) once the
-silence has lasted `end_silence_ms`; speech shorter than `min_turn_ms` ends as `TurnDiscarded`. Time is
-the count of frames fed (`at_ms`: when the event was decided, on the caller audio's clock), so the
-detector is pure, synchronous and deterministic.
+silence has lasted `end_silence_ms` (or at once, by `finish`, when the audio ends: a hang-up); speech
+shorter than `min_turn_ms` ends as `TurnDiscarded`. Time is the count of frames fed (`at_ms`: when the
+event was decided, on the caller audio's clock), so the detector is pure, synchronous and deterministic.
 
 Each decision is a small policy object: `SpeechGate` and `SustainedSpeech` from `pipelines.vad` (is
 this frame the caller speaking, not noise or the bot's echo? has speech lasted long enough to start a
@@ -313,6 +313,20 @@ class TurnDetector:
         self._finish(forget_recent=False)
         at_ms = self._index * FRAME_MS
         return TurnEnded(onset * FRAME_MS, (last + 1) * FRAME_MS, audio, at_ms=at_ms, early=True)
+
+    def finish(self) -> TurnEnded | TurnDiscarded | None:
+        """The caller's audio has ended (hang-up): end the turn in progress with what was heard, as if
+        silence had followed it. `TurnEnded` carries the speech and whatever tail arrived; speech too
+        short to be a turn is `TurnDiscarded`; None when no turn was in progress."""
+        if self._turn is None:
+            return None
+        last, onset = self._endpointer.last_speech, self._onset
+        audio = self._audio_through(last + self._tail)
+        self._finish(forget_recent=True)
+        at_ms = self._index * FRAME_MS
+        if last + 1 - onset < self._min_turn:
+            return TurnDiscarded(reason="too_short", at_ms=at_ms)
+        return TurnEnded(onset * FRAME_MS, (last + 1) * FRAME_MS, audio, at_ms=at_ms)
 
     @property
     def bot_speaking(self) -> bool:

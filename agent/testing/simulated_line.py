@@ -157,14 +157,25 @@ class AudioQueue:
 class SimulatedLine:
     """The caller's end of the stream socket, paced by `speed` (1.0 real time, math.inf flat out).
 
+    Faster than real time, the line never runs more than `max_lead_s` ahead of the wall clock since the
+    socket opened (None: no limit), as a service reads no further ahead (security.max_audio_lead_s).
+
     `t` in the recorded frames is the call clock (`now()`): seconds of line audio since the stream opened.
     """
 
     def __init__(
-        self, sample_rate: int, *, speed: float, frame_ms: int, line_noise_dbfs: float | None, seed: int
+        self,
+        sample_rate: int,
+        *,
+        speed: float,
+        frame_ms: int,
+        line_noise_dbfs: float | None,
+        seed: int,
+        max_lead_s: float | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self.speed = speed
+        self.max_lead_s = max_lead_s  # faster than real time, the line stays at most this far ahead
         self.frame_s = frame_ms / 1000
         self.frame_bytes = sample_rate * frame_ms // 1000 * 2
         self.received_audio: list[tuple[float, StreamAudio]] = []
@@ -192,11 +203,12 @@ class SimulatedLine:
         self._closed = asyncio.Event()
         self._wake = asyncio.Event()
         self._last_bot_activity = 0.0  # event-loop time
+        self._opened_at = 0.0  # event-loop time the socket opened
 
     def _attach(self, ws: ClientConnection) -> None:
         """Start the line on an open socket."""
         self._ws = ws
-        self._last_bot_activity = asyncio.get_running_loop().time()
+        self._opened_at = self._last_bot_activity = asyncio.get_running_loop().time()
         self._receiver = asyncio.create_task(self._receive(ws), name="simulated-line-receive")
         self._sender = asyncio.create_task(self._send_line(ws), name="simulated-line-send")
 
@@ -224,11 +236,12 @@ class SimulatedLine:
         next_at = loop.time()
         with contextlib.suppress(ConnectionClosed):
             while True:
-                if fast and (self._feed.pending or self._playback.pending):
+                excess = self._lead_over(loop)
+                if fast and (self._feed.pending or self._playback.pending) and excess <= 0:
                     await asyncio.sleep(0)  # known audio on the line: play it out at once
                     next_at = loop.time() + step
                 else:  # real pace (scaled by speed); flat out, idle time still passes in real time
-                    delay = next_at - loop.time()
+                    delay = max(next_at - loop.time(), excess)
                     if delay > 0:
                         await asyncio.sleep(delay)
                     elif delay < -_MAX_LAG_S:
@@ -247,6 +260,12 @@ class SimulatedLine:
                 if bot:
                     self._last_bot_activity = loop.time()
                 self._notify()
+
+    def _lead_over(self, loop: asyncio.AbstractEventLoop) -> float:
+        """How far one more frame now would put the line beyond `max_lead_s` ahead of the wall clock."""
+        if self.max_lead_s is None:
+            return 0.0
+        return self.now() + self.frame_s - (loop.time() - self._opened_at) - self.max_lead_s
 
     async def _receive(self, ws: ClientConnection) -> None:
         try:

@@ -11,7 +11,10 @@ A call posts answer_url, opens the PCMO's `ws_url`, streams the caller side as 2
 (line silence between utterances), plays the bot's `streamAudio` chunks on a simulated line that `break`
 cuts, and posts live events and a CDR. `speed` scales the line clock: 1.0 is real time; `math.inf` sends
 the caller's audio and plays the bot's as fast as possible, while idle line time passes in real time
-(the server still thinks in real time). The socket and audio side lives in `simulated_line.py`.
+(the server still thinks in real time). Faster than real time, the line stays at most `max_lead_s`
+(1.5 s) ahead of the wall clock since the stream opened: Hotline reads a stream no further ahead than
+`security.max_audio_lead_s` (2 s), so a line further ahead would only queue in the socket (None: no
+limit, a flooding caller). The socket and audio side lives in `simulated_line.py`.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class PiopiySimulator:
         rewrite_ws_host: bool = False,
         appid: int = 2222222,
         http_timeout: float = 10.0,
+        max_lead_s: float | None = 1.5,
     ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be > 0 (math.inf = as fast as possible), got {speed}")
@@ -106,6 +110,7 @@ class PiopiySimulator:
         self.rewrite_ws_host = rewrite_ws_host  # connect to base_url's host whatever host ws_url names
         self.appid = appid
         self.http_timeout = http_timeout
+        self.max_lead_s = max_lead_s
 
     def url(self, path: str) -> str:
         """An absolute URL on the server: absolute URLs pass through, paths are joined to base_url."""
@@ -196,6 +201,7 @@ class SimulatedCall(SimulatedLine):
             frame_ms=sim.frame_ms,
             line_noise_dbfs=sim.line_noise_dbfs,
             seed=uuid.uuid5(uuid.NAMESPACE_URL, cmiuuid).int % 2**32,
+            max_lead_s=sim.max_lead_s,
         )
         self.sim = sim
         self.pcmo = pcmo

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from agent.config import Settings, load_settings
 from agent.server import create_app
+from agent.speech_models import SpeechModels
 from agent.testing.servers import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,10 +94,15 @@ def set_secrets() -> None:
 
 @contextmanager
 def running_service(
-    directory: Path, *, bots: dict[str, dict[str, Any]] | None = None, **config: Any
+    directory: Path,
+    *,
+    bots: dict[str, dict[str, Any]] | None = None,
+    models: SpeechModels | None = None,
+    **config: Any,
 ) -> Iterator[Service]:
     """Another real service: the shipped bots with `bots` (bot name → YAML changes, merged deeply) and
-    config.yaml with `config` top-level overrides. Models are shared with the session's service."""
+    config.yaml with `config` top-level overrides. Models are shared with the session's service, or
+    `models` (stand-ins) load instead."""
     prompts = directory / "prompts"
     prompts.mkdir(parents=True, exist_ok=True)
     for source in (REPO / "prompts").glob("*.yaml"):
@@ -109,7 +115,7 @@ def running_service(
     data["prompts_dir"] = str(prompts)
     path.write_text(yaml.safe_dump(data))
     settings = load_settings(path)
-    app = create_app(settings)
+    app = create_app(settings, models=models)
     with serve_in_thread(app, startup_timeout_s=SERVICE_START_S) as url:
         settings.service.server.public_url = url
         yield Service(url=url, settings=settings, data_dir=directory, app=app)

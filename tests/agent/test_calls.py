@@ -184,8 +184,12 @@ async def test_a_dropped_socket_still_leaves_a_complete_record(service: Service)
     await call.drop()
     record = await final_record(service, call_id)
     assert record["status"] == "dropped" and record["end_reason"].startswith("socket_closed")
-    (turn,) = record["turns"]
+    turn, *after = record["turns"]
     assert turn["ended_at"] and turn["text"] == GREETING
+    # The tone cut the greeting (a barge-in); whatever ASR made of it was kept, and never answered.
+    assert all(t["role"] == "caller" for t in after)
+    unanswered = [e for e in record["events"] if (e["source"], e["status"]) == ("turns", "unanswered")]
+    assert len(unanswered) == len(after)
     assert record["recording"] is not None
 
 

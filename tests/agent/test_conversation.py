@@ -118,7 +118,12 @@ async def test_line_noise_produces_no_turn(service: Service) -> None:
         await call.silence(1.0)
         call_id = call_id_of(call.pcmo)
     record = await final_record(service, call_id)
-    assert [t["role"] for t in record["turns"]] == ["bot"]
+    # No caller turn. (The noise reaches the service at about real time, so the bot may ask whether the
+    # caller is still there: silence timeouts, not turns.)
+    assert [t["role"] for t in record["turns"] if t["role"] == "caller"] == []
+    assert {t["text"] for t in record["turns"][1:]} <= {
+        service.settings.bots["support_desk"].phrases.still_there
+    }
 
 
 async def test_a_backchannel_that_cut_the_bot_lets_it_resume(service: Service) -> None:

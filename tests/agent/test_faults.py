@@ -225,7 +225,8 @@ async def test_a_model_that_raises_gives_the_fallback_then_a_person(
 async def test_the_socket_lost_mid_utterance(service: Service, baseline: list[str]) -> None:
     """The line dies while the caller is talking. Caller hears: nothing more (the line is gone).
     Record: status `dropped`, a `stream/closed` event (dropped, no close handshake), the greeting turn,
-    no half caller turn answered, the recording finalized with the caller audio up to the cut."""
+    the half caller turn as far as it was heard (`turns/unanswered`: transcribed, never answered), the
+    recording finalized with the caller audio up to the cut."""
     sim = PiopiySimulator(service.url, webhook_secret=WEBHOOK_SECRET)
     call = await sim.place_call(to_number=SUPPORT_NUMBER)
     await call.wait_until_bot_silent(quiet_s=0.8, timeout=30)
@@ -239,7 +240,10 @@ async def test_the_socket_lost_mid_utterance(service: Service, baseline: list[st
     assert record["status"] == "dropped"  # (end reason: caller_hangup once PIOPIY's hangup event came)
     (closed,) = events_of(record, "stream", "closed")
     assert closed["reason"].startswith("socket_closed_") and closed["dropped"]  # no close handshake
-    assert [t["role"] for t in record["turns"]] == ["bot"]
+    assert [t["role"] for t in record["turns"]] == ["bot", "caller"]
+    words = record["turns"][1]["text"].lower()
+    assert words.startswith("what are") and "sunday" not in words  # up to the cut, nothing after it
+    assert events_of(record, "turns", "unanswered")[0]["text"] == record["turns"][1]["text"]
     assert record["recording"] is not None
     path = service.data_dir / "recordings" / f"{call_id}.wav"
     assert path.exists() and not (service.data_dir / "recordings" / call_id).exists()

@@ -195,6 +195,22 @@ async def test_speed_1_paces_in_real_time_and_inf_does_not(bot: FakeBot) -> None
         assert time.monotonic() - started < 0.3
 
 
+async def test_flat_out_stays_within_its_lead_of_the_wall_clock_unless_unlimited(bot: FakeBot) -> None:
+    """A service reads no further ahead than its allowed lead: the line keeps within `max_lead_s`."""
+    dialled = time.monotonic()  # before the socket opened: what follows can only understate the lead
+    async with await simulator(bot, max_lead_s=0.5).place_call(to_number=TO) as call:
+        started = time.monotonic()
+        await call.say_pcm(tone(2.0, 8000), 8000)
+        elapsed = time.monotonic() - started
+        assert call.now() - (time.monotonic() - dialled) <= 0.5 + 0.02  # within the limit (a frame's slack)
+    assert 1.3 <= elapsed <= 2.5  # the first half second at once, the rest in real time
+
+    async with await simulator(bot, max_lead_s=None).place_call(to_number=TO) as call:
+        started = time.monotonic()
+        await call.say_pcm(tone(2.0, 8000), 8000)
+        assert time.monotonic() - started < 0.5  # a flooding caller
+
+
 async def test_line_is_never_quiet_on_the_wire(bot: FakeBot) -> None:
     async with await simulator(bot, speed=1.0, line_noise_dbfs=-60).place_call(to_number=TO) as call:
         await asyncio.sleep(0.2)

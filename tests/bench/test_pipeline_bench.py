@@ -47,7 +47,7 @@ def test_one_call_and_three_prompts_through_a_service_process(tmp_path: Path) ->
                 conv = await converse(
                     sim, api, ASR_PROBE.number, ["What are your opening hours?"], floor=asyncio.Lock()
                 )
-            fast = PiopiySimulator(svc.url, webhook_secret=WEBHOOK_SECRET, speed=math.inf)
+            fast = PiopiySimulator(svc.url, webhook_secret=WEBHOOK_SECRET, speed=math.inf, max_lead_s=None)
             spoken = [(p.name, p.pcm, e) for p, e in zip(prompts, expected, strict=True)]
             heard = await speak_prompts(fast, api, ASR_PROBE.number, spoken)
         return conv, heard, sampler.summary()

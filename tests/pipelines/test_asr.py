@@ -29,7 +29,7 @@ from pipelines.asr import (
     measure_speech,
 )
 from pipelines.audio import float_to_pcm16
-from pipelines.executor import ModelExecutor
+from pipelines.executor import JobPriority, ModelExecutor, Urgency
 from pipelines.models import whisper_model_dir
 from pipelines.text import normalize_transcript, wer
 from tests.pipelines.speech import gain, prompt, prompt_text, silence
@@ -389,6 +389,42 @@ async def test_a_failed_speculation_falls_back_to_a_fresh_transcription() -> Non
     turn.speculate(SPEECH)
     t, hit = await turn.final(SPEECH + silence(400, RATE))
     assert not hit and len(fake.calls) == 2 and t.text == f"{len(SPEECH) + 2 * 3200} bytes"
+
+
+async def test_a_speculation_waits_behind_final_work_until_it_is_the_final_transcript() -> None:
+    """On a busy model pool a speculation is the last to run, until the turn ends on its audio."""
+    pool, release, order = ModelExecutor(max_workers=1), threading.Event(), []
+
+    def job(label: str) -> Transcript:
+        order.append(label)
+        release.wait(5)
+        return Transcript(text=label, language="en")
+
+    class OnThePool:
+        sample_rate_in = RATE
+
+        async def transcribe(self, pcm: bytes) -> Transcript:
+            return await pool.run(job, "this turn")
+
+    try:
+        blocker = asyncio.create_task(pool.run(job, "blocker"))
+        other = asyncio.create_task(
+            pool.run(job, "another speculation"), context=Urgency(JobPriority.SPECULATIVE).context()
+        )
+        await asyncio.sleep(0.05)
+        turn = SpeculativeTranscriber(OnThePool())
+        turn.speculate(SPEECH)
+        await asyncio.sleep(0.05)
+        assert pool.queue_depth == 2
+        final = asyncio.create_task(turn.final(SPEECH + silence(400, RATE)))  # the turn ends on it: a hit
+        await asyncio.sleep(0.05)
+        release.set()
+        (transcript, hit), _, _ = await asyncio.gather(final, blocker, other)
+        assert hit and transcript.text == "this turn"
+        assert order == ["blocker", "this turn", "another speculation"]
+    finally:
+        release.set()
+        pool.shutdown()
 
 
 @pytest.mark.slow

@@ -156,6 +156,40 @@ def test_end_turn_leaves_a_turn_too_short_to_count_going() -> None:
     assert not ended.early and ended.end_ms - ended.start_ms >= 800
 
 
+@pytest.mark.parametrize("trailing_ms", [0, 100, 300])
+def test_finish_ends_the_turn_of_a_caller_who_hung_up_right_after_speaking(trailing_ms: int) -> None:
+    """The stream ends before the turn's silence has run out: its words still make a turn, with the
+    whole speech (as the usual end would carry it) and whatever silence arrived after it."""
+    rate = 8000
+    speech = silence(500, rate) + prompt("agent-pass")
+    usual = only(run(TurnDetector(rate), speech + silence(1500, rate)), TurnEnded)[0]
+    detector = TurnDetector(rate)
+    run(detector, speech + silence(trailing_ms, rate))
+    assert detector.in_turn
+    ended = detector.finish()
+    assert isinstance(ended, TurnEnded) and not ended.early
+    assert (ended.start_ms, ended.end_ms) == (usual.start_ms, usual.end_ms)
+    assert (
+        usual.audio.startswith(ended.audio)
+        and len(ended.audio) >= len(usual.audio) - 2 * rate * CONFIG.tail_ms // 1000
+    )
+    assert not detector.in_turn and detector.finish() is None
+    # The next turn is a turn of its own (nothing of this one carried into its pre-roll).
+    later = run(detector, silence(500, rate) + prompt("vm-goodbye") + silence(1500, rate))
+    assert kinds(later)[0] == "SpeechStarted" and kinds(later)[-1] == "TurnEnded"
+
+
+def test_finish_without_a_turn_or_with_too_little_speech() -> None:
+    rate = 8000
+    detector = TurnDetector(rate)
+    assert detector.finish() is None
+    run(detector, silence(500, rate) + excerpt(trimmed(prompt("hello", rate), rate), rate, 0, 200))
+    assert detector.in_turn  # 200 ms of speech starts a turn, but is too short to be one
+    discarded = detector.finish()
+    assert isinstance(discarded, TurnDiscarded) and discarded.reason == "too_short"
+    assert detector.finish() is None and not detector.in_turn
+
+
 @pytest.mark.parametrize("rate", [8000, 16000])
 @pytest.mark.parametrize(
     ("gap_ms", "expected"),
