@@ -89,8 +89,8 @@ async def open_call(runtime: Runtime, line: Line) -> CallSession:
     call_id = new_call_id()
     for_call(call_id)
     bot = runtime.settings.bots[BOT]
-    await runtime.store.ensure_call(
-        call_id, bot=BOT, status="answered", started_at=time.time(), sample_rate=RATE
+    await runtime.store.insert_call(
+        id=call_id, bot=BOT, status="answered", started_at=time.time(), sample_rate=RATE
     )
     session = CallSession(runtime, call_id=call_id, bot_name=BOT, bot=bot, send_text=line.send_text)
     runtime.register(session)

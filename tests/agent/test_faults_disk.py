@@ -22,15 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from agent import recordings
 from agent.testing.simulator import PiopiySimulator
-from tests.agent.conftest import REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
+from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.faults import eventually, in_service, metric, runtime_of
 from tests.agent.test_calls import call_id_of
 from tests.agent.test_faults_process import serve
-from tests.agent.test_lifecycle import _free_port, record_of
+from tests.agent.test_lifecycle import record_of, worker_config
 
 
 def _privileged(*commands: list[str]) -> bool:
@@ -189,15 +188,7 @@ def config(tmp_path: Path) -> Path:
     probe.write_bytes(b"")
     if not _privileged(["chattr", "+i", str(probe)], ["chattr", "-i", str(probe)]):
         pytest.skip("needs chattr and CAP_LINUX_IMMUTABLE on an ext2/3/4-like file system")
-    port = _free_port()
-    data = yaml.safe_load((REPO / "config.yaml").read_text())
-    data["prompts_dir"] = str(REPO / "prompts")
-    data["server"] = {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"}
-    data["storage"] = {"url": f"sqlite:///{tmp_path / 'h.db'}", "data_dir": str(tmp_path / "var"),
-                       "recordings_dir": str(tmp_path / "rec")}  # fmt: skip
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return worker_config(tmp_path)
 
 
 @contextlib.contextmanager

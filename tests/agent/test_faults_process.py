@@ -32,7 +32,7 @@ from agent.recovery import Incarnation, worker_gone
 from agent.testing.caller_voice import caller_says
 from agent.testing.simulator import PiopiySimulator
 from agent.testing.tcp_proxy import TcpProxy
-from tests.agent.conftest import REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
+from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.faults import (
     OUTAGE_S,
     assert_call_left_nothing,
@@ -42,7 +42,7 @@ from tests.agent.faults import (
     task_names,
 )
 from tests.agent.test_calls import call_id_of
-from tests.agent.test_lifecycle import ENV, HOTLINE, WORKER_START_S, _free_port, record_of
+from tests.agent.test_lifecycle import ENV, HOTLINE, WORKER_START_S, record_of, worker_config
 
 REDIS_DB_URL = "redis://127.0.0.1:{port}/8"
 
@@ -72,15 +72,7 @@ def serve(config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Iterator[Path]:
-    port = _free_port()
-    data = yaml.safe_load((REPO / "config.yaml").read_text())
-    data["prompts_dir"] = str(REPO / "prompts")
-    data["server"] = {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"}
-    data["storage"] = {"url": f"sqlite:///{tmp_path / 'h.db'}", "data_dir": str(tmp_path / "var"),
-                       "recordings_dir": str(tmp_path / "rec")}  # fmt: skip
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    yield path
+    yield worker_config(tmp_path)
 
 
 async def test_a_worker_killed_mid_call_leaves_an_incomplete_record_with_its_recording(

@@ -58,6 +58,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def worker_config(tmp_path: Path) -> Path:
+    """A config.yaml for one `hotline serve` process: the shipped bots on a free port, its own SQLite
+    store, data and recordings under `tmp_path`."""
+    port = _free_port()
+    data = yaml.safe_load((REPO / "config.yaml").read_text())
+    data["prompts_dir"] = str(REPO / "prompts")
+    data["server"] = {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"}
+    data["storage"] = {"url": f"sqlite:///{tmp_path / 'h.db'}", "data_dir": str(tmp_path / "var"),
+                       "recordings_dir": str(tmp_path / "rec")}  # fmt: skip
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 @pytest.fixture
 def worker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Worker]:
     """A `hotline serve` process on a free port, JSON logs, its own SQLite store."""

@@ -25,7 +25,6 @@ import httpx
 import psycopg
 import pytest
 import redis
-import yaml
 from sqlalchemy.exc import OperationalError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -33,11 +32,11 @@ from websockets.exceptions import ConnectionClosed
 from agent.security import StreamTokens
 from agent.testing.caller_voice import caller_says
 from agent.testing.simulator import PiopiySimulator
-from tests.agent.conftest import API_HEADERS, REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
+from tests.agent.conftest import API_HEADERS, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.faults import runtime_of
 from tests.agent.test_calls import call_id_of, final_record
 from tests.agent.test_faults_process import serve
-from tests.agent.test_lifecycle import _free_port, wait_exit
+from tests.agent.test_lifecycle import wait_exit, worker_config
 from tests.agent.test_store import PG_DSN, _postgres_available
 
 REDIS_URL = "redis://127.0.0.1:6379/10"  # this file's own database
@@ -87,15 +86,7 @@ async def a_whole_call(sim: PiopiySimulator) -> tuple[str, str]:
 
 
 def config_file(tmp_path: Path) -> Path:
-    port = _free_port()
-    data = yaml.safe_load((REPO / "config.yaml").read_text())
-    data["prompts_dir"] = str(REPO / "prompts")
-    data["server"] = {"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"}
-    data["storage"] = {"url": f"sqlite:///{tmp_path / 'h.db'}", "data_dir": str(tmp_path / "var"),
-                       "recordings_dir": str(tmp_path / "rec")}  # fmt: skip
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return worker_config(tmp_path)
 
 
 async def test_a_finished_calls_ws_url_is_refused_after_a_restart_and_changes_nothing(tmp_path: Path) -> None:
