@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from agent.dashboard.auth import hash_password
 from agent.http_protocol import BODY_GRACE_S, MAX_HEADER_BYTES, DeadlineH11Protocol
 from agent.serve import uvicorn_config
-from tests.agent.conftest import REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, write_config
+from tests.agent.conftest import API_KEY, REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, write_config
 from tests.agent.test_lifecycle import ENV, HOTLINE, WORKER_START_S, _free_port
 
 HAPROXY_CFG = REPO / "deploy" / "compose" / "haproxy.cfg"
@@ -256,7 +256,7 @@ async def test_the_balancer_log_holds_no_secret_token_or_password(
     assert answered.status_code == 200
     ws_url = stream_url(answered.json())
     token = str(httpx.URL(ws_url).params["token"])
-    assert (await piopiy.get("/api/calls", headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"})).is_success
+    assert (await piopiy.get("/api/calls", headers={"Authorization": f"Bearer {API_KEY}"})).is_success
     async with connect(ws_url, local_addr=(PIOPIY, 0)) as ws:
         await asyncio.wait_for(ws.recv(), 30)
     supervisor = client_at("127.0.0.13", edge.balancer)
@@ -268,7 +268,9 @@ async def test_the_balancer_log_holds_no_secret_token_or_password(
     while "/dashboard/live.json" not in (text := edge.balancer_log.read_text()) or f"\n{PIOPIY}:" not in text:
         assert time.monotonic() < deadline, text[-3000:]
         await asyncio.sleep(0.2)
-    for secret in (WEBHOOK_SECRET, token, PASSWORD, cookie, ENV["HOTLINE_STREAM_SECRET"], "correct+horse"):
+    stream_secret = ENV["HOTLINE_STREAM_SECRET"]
+    secrets = (WEBHOOK_SECRET, API_KEY, token, PASSWORD, cookie, stream_secret, "correct+horse")
+    for secret in secrets:
         assert secret not in text
     assert '"POST /piopiy/answer?secret=redacted"' in text  # the request is there, its secret is not
     stream_line = [line for line in text.splitlines() if "/stream?" in line and line.startswith(PIOPIY)][-1]
