@@ -25,7 +25,7 @@ import pytest
 
 from agent import recordings
 from agent.testing.simulator import PiopiySimulator
-from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
+from tests.agent.conftest import API_HEADERS, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.faults import eventually, in_service, metric, runtime_of
 from tests.agent.test_calls import call_id_of
 from tests.agent.test_faults_process import serve
@@ -217,7 +217,7 @@ async def test_an_unwritable_sqlite_file_degrades_the_worker_instead_of_killing_
     log = tmp_path / "serve.log"
     process, url = serve(config, log)
     shm = tmp_path / "h.db-shm"
-    headers = {"X-Hotline-Secret": WEBHOOK_SECRET}
+    headers = {"X-Hotline-Secret": WEBHOOK_SECRET, **API_HEADERS}  # webhooks, and /metrics
     try:
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:
             assert shm.exists()
