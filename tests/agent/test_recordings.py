@@ -1,8 +1,9 @@
 """Recordings on a disk that refuses them, at CPU speed: a real store and real files, no service.
 
-The disk refuses for real, without privileges: a directory where the WAV should go (`os.replace` then
-fails with IsADirectoryError, as it fails with EROFS or ENOSPC on a read-only or full disk), a file where
-the call's raw-parts directory should be, and /dev/full (every write: ENOSPC).
+The disk refuses for real, without privileges: a directory where the WAV should go (refused as an
+existing file, since a recording is never overwritten; the same retry path as EROFS or ENOSPC on a
+read-only or full disk), a file where the call's raw-parts directory should be, and /dev/full (every
+write: ENOSPC).
 """
 
 from __future__ import annotations
@@ -102,13 +103,14 @@ async def test_a_wav_the_disk_refuses_at_hang_up_is_retried_until_the_record_has
 
     assert await finisher.finish("c_refused", recording) is None
     assert (
-        finisher.pending == 1 and finisher.failures == 1 and "IsADirectoryError" in str(finisher.last_error)
+        # A directory stands where the WAV goes: refused as an existing file (never overwritten).
+        finisher.pending == 1 and finisher.failures == 1 and "FileExistsError" in str(finisher.last_error)
     )
     assert (rec / "c_refused" / "caller.raw").stat().st_size == len(CALLER)  # the audio is kept
     assert finisher.degraded() and "1 recordings not finished" in finisher.degraded()[0]
     record = await store.call_record("c_refused")
     assert record is not None and record["recording"] is None
-    assert "IsADirectoryError" in record["meta"]["recording_pending"]["error"]
+    assert "FileExistsError" in record["meta"]["recording_pending"]["error"]
     assert [e["status"] for e in record["events"]] == ["pending"]
 
     await asyncio.sleep(0.3)  # a few retries fail too

@@ -12,7 +12,14 @@ import pytest
 
 from agent import recovery
 from agent.recovery import Incarnation, recover_abandoned_calls, recovery_loop
+from agent.runtime import new_call_id
 from agent.store import Store
+
+CRASHED, ELSEWHERE, LIVE = (
+    new_call_id(),
+    new_call_id(),
+    new_call_id(),
+)  # ids as we mint them: nothing else is recovered
 
 
 @pytest.fixture
@@ -49,10 +56,10 @@ async def test_a_worker_restarted_seconds_after_a_crash_recovers_its_call_at_onc
     dead on this host: the call is finished in the first pass, not left `active` until the next start."""
     me = Incarnation("worker-a")
     dead = {**Incarnation("worker-a").as_meta(), "pid": await _dead_pid()}
-    await _left_active(store, tmp_path / "rec", "c_crashed", dead)
+    await _left_active(store, tmp_path / "rec", CRASHED, dead)
     done = await recover_abandoned_calls(store, tmp_path / "rec", me, None, alone=True)
-    assert done.finished == ["c_crashed"] and done.waiting == []
-    record = await store.call_record("c_crashed")
+    assert done.finished == [CRASHED] and done.waiting == []
+    record = await store.call_record(CRASHED)
     assert record is not None and record["status"] == "incomplete" and record["recording"] is not None
 
 
@@ -64,12 +71,12 @@ async def test_fresh_parts_of_a_worker_on_another_host_are_looked_at_again_once_
     monkeypatch.setattr(recovery, "FRESH_PARTS_S", 0.5)
     me = Incarnation("worker-a")
     elsewhere = {**Incarnation("worker-b").as_meta(), "host": "another-host"}
-    await _left_active(store, tmp_path / "rec", "c_elsewhere", elsewhere)
+    await _left_active(store, tmp_path / "rec", ELSEWHERE, elsewhere)
     first = await recover_abandoned_calls(store, tmp_path / "rec", me, None, alone=True)
-    assert first.finished == [] and first.waiting == ["c_elsewhere"]
+    assert first.finished == [] and first.waiting == [ELSEWHERE]
     loop = asyncio.create_task(recovery_loop(store, tmp_path / "rec", me, None, alone=True))
     await asyncio.wait_for(loop, timeout=30)  # returns once nothing waits any more
-    record = await store.call_record("c_elsewhere")
+    record = await store.call_record(ELSEWHERE)
     assert record is not None and record["status"] == "incomplete"
 
 
@@ -78,7 +85,7 @@ async def test_a_live_process_on_this_host_keeps_its_call(store: Store, tmp_path
     sleeper = await asyncio.create_subprocess_exec("sleep", "30")
     try:
         alive = {**Incarnation("worker-a").as_meta(), "pid": sleeper.pid}
-        await _left_active(store, tmp_path / "rec", "c_live", alive)
+        await _left_active(store, tmp_path / "rec", LIVE, alive)
         done = await recover_abandoned_calls(store, tmp_path / "rec", me, None, alone=True)
         assert done.finished == [] and done.waiting == []
     finally:
