@@ -59,15 +59,20 @@ def serve(config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + WORKER_START_S
-    while True:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the worker did not come up"
-        time.sleep(0.25)
+    try:
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    return process, url
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the worker did not come up"
+            time.sleep(0.25)
+    except BaseException:
+        process.kill()  # a worker that never came up is not left running after the test
+        process.wait()
+        raise
 
 
 @pytest.fixture
