@@ -119,7 +119,7 @@ class CdrRecord(_Lenient):
     to: str | None = None
     direction: str | None = None
     duration: float | None = None
-    request_id: str | None = None
+    request_id: PlatformId | None = None  # looked up in the store: printable, bounded
 
     @field_validator("leg", mode="before")
     @classmethod

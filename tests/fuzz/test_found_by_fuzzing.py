@@ -13,6 +13,7 @@ from agent.bot import HttpTool, Intent
 from agent.escalation.conditions import ConditionError, parse
 from agent.security import StreamTokens, TokenError
 from agent.telephony.piopiy import StreamDecoder, UnknownText
+from agent.telephony.piopiy_webhooks import CdrRecord, PiopiyFormatError, parse_body
 from agent.yamlfile import ConfigError, load_yaml
 from tests.agent.conftest import Service
 from tests.fuzz.test_fuzz_stream import HostileCaller
@@ -137,3 +138,11 @@ def test_a_stream_token_with_non_ascii_characters_is_refused_not_a_crash() -> No
     exp, _ = tokens.issue("c_1", "support_desk")
     with pytest.raises(TokenError, match="bad signature"):
         tokens.verify("c_1", "support_desk", exp, "tökén\ud800")
+
+
+def test_a_cdr_request_id_with_a_nul_is_a_malformed_cdr() -> None:
+    """Looked up in the store since CDRs close never-streamed calls: PostgreSQL raised on the NUL (a 500)."""
+    body = {"cmiuuid": "u-1", "leg": "a", "request_id": "r\x00"}
+    with pytest.raises(PiopiyFormatError, match="request_id"):
+        parse_body(CdrRecord, body)
+    assert parse_body(CdrRecord, {**body, "request_id": "r-1"}).request_id == "r-1"
