@@ -109,8 +109,13 @@ async def test_a_worker_killed_mid_call_leaves_an_incomplete_record_with_its_rec
 
         process, url = serve(config, log)  # the restart
         deadline = time.monotonic() + 20
-        while (record := await record_of(tmp_path / "h.db", call_id))["status"] == "active":
-            assert time.monotonic() < deadline, "the restarted worker left the call active"
+        # Recovery marks the call first, then joins its recording and says so in an event: wait for
+        # that last step (reading the record between the two saw no event, once, on a busy machine).
+        while True:
+            record = await record_of(tmp_path / "h.db", call_id)
+            if any(e["source"] == "recovery" for e in record["events"]):
+                break
+            assert time.monotonic() < deadline, f"the restarted worker did not finish the call: {record}"
             await asyncio.sleep(0.2)
     finally:
         process.kill()
