@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,8 +252,8 @@ async def test_the_balancer_log_holds_no_secret_token_or_password(
 ) -> None:
     piopiy = client_at(PIOPIY, edge.balancer)
     answered = await piopiy.post(
-        f"/piopiy/answer?secret={WEBHOOK_SECRET}", json=ANSWER
-    )  # PIOPIY's answer_url
+        f"/piopiy/answer?secret={WEBHOOK_SECRET}", json={**ANSWER, "cmiuuid": f"edge-{uuid.uuid4()}"}
+    )  # PIOPIY's answer_url, for a call of its own: a retried cmiuuid gets the ws_url answered before
     assert answered.status_code == 200
     ws_url = stream_url(answered.json())
     token = str(httpx.URL(ws_url).params["token"])
