@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from agent.config import Settings, load_settings
 from agent.server import create_app
 from agent.speech_models import SpeechModels
+from agent.store import Store
 from agent.testing.servers import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,3 +131,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         # The port is known only now; ws_url is derived from public_url at answer time.
         settings.service.server.public_url = url
         yield Service(url=url, settings=settings, data_dir=directory)
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh SQLite store of the test's own, opened and closed around it."""
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    await store.init()
+    yield store
+    await store.close()

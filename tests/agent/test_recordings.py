@@ -12,7 +12,6 @@ import asyncio
 import os
 import time
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,8 @@ BOT = b"\x02\x00" * (RATE // 2)
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'h.db'}")
-    await s.init()
-    yield s
-    await s.close()
+def store(sqlite_store: Store) -> Store:
+    return sqlite_store
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,8 @@ CRASHED, ELSEWHERE, LIVE = (
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'h.db'}")
-    await s.init()
-    yield s
-    await s.close()
+def store(sqlite_store: Store) -> Store:
+    return sqlite_store
 
 
 async def _left_active(store: Store, rec: Path, call_id: str, served_by: dict[str, Any]) -> None:

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from agent.store import Store
 from agent.unstreamed import STREAM_NEVER_CONNECTED, sweep, sweep_loop
@@ -75,14 +72,6 @@ async def test_claims_race_and_only_one_wins(store: Store) -> None:
     ]
     results = await asyncio.gather(*claims)
     assert sum(r is not None for r in results) == 1
-
-
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
-    await store.init()
-    yield store
-    await store.close()
 
 
 async def test_the_sweep_runs_again_and_again(sqlite_store: Store) -> None:
