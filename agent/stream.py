@@ -118,10 +118,11 @@ async def stream_socket(ws: WebSocket) -> None:
             if data is not None:
                 intake.frame(time.monotonic())  # the stream is alive, even while its audio is held back
                 pcm = decoder.feed_bytes(data)
-                hold_s = intake.hold_s(len(pcm) // 2, time.monotonic())
+                now = time.monotonic()
+                hold_s = intake.hold_s(len(pcm) // 2, now)
                 if hold_s > 0:  # far ahead of real time: read no faster than that (TCP slows the peer)
                     if not intake.paced:
-                        await _paced(session, intake, len(pcm) // 2)
+                        await _paced(session, intake, len(pcm) // 2, now, hold_s)
                     await asyncio.sleep(hold_s)
                 intake.audio(len(pcm) // 2, time.monotonic())
                 session.on_audio(pcm)
@@ -205,13 +206,14 @@ async def _watch_line(ws: WebSocket, session: CallSession, intake: StreamIntake)
         await asyncio.sleep(min(due_s, end_silence_s))  # a turn may start meanwhile: look again by then
 
 
-async def _paced(session: CallSession, intake: StreamIntake, samples: int) -> None:
-    """The first time a call's audio runs too far ahead: recorded, counted and logged once."""
+async def _paced(session: CallSession, intake: StreamIntake, samples: int, now: float, hold_s: float) -> None:
+    """The first time a call's audio runs too far ahead: recorded, counted and logged once. The figures
+    are those the decision was taken on (`now`, `hold_s`), so the lead recorded is over the limit."""
     intake.paced = True
-    now = time.monotonic()
     info = {
-        "lead_s": round(intake.lead_s(now) + samples / intake.sample_rate, 2),
+        "lead_s": round(intake.lead_s(now) + samples / intake.sample_rate, 3),
         "max_lead_s": intake.max_lead_s,
+        "hold_s": round(hold_s, 3),
         "audio_s": round(intake.received_s, 2),
         "elapsed_s": round(now - intake.opened_at, 2),
     }

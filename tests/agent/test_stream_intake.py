@@ -180,7 +180,8 @@ async def test_a_flooding_call_is_paced_and_a_normal_call_beside_it_keeps_its_la
     assert statistics.median(beside) <= 1.5 * alone_ms, (solo, after, beside)
     record = await final_record(service, flood_id, timeout=30)
     (paced,) = events_of(record, "stream", "paced")
-    assert paced["lead_s"] > paced["max_lead_s"] == 2.0
+    assert paced["max_lead_s"] == 2.0 and paced["hold_s"] > 0
+    assert paced["lead_s"] >= paced["max_lead_s"]  # over it by hold_s, which may round away at 3 decimals
     assert await stream_errors(service, "audio_ahead") == paced_before + 1
 
 
