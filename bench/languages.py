@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from agent.bot import BotConfig
-from agent.call_language import CallLanguage
+from agent.call.language import CallLanguage
+from agent.config.bot import BotConfig
 from agent.dialogue.base import LanguageChoice
 from pipelines.asr import Transcriber, Transcript, load_whisper
 from pipelines.audio import read_wav, resample

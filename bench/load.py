@@ -1,7 +1,7 @@
 """Load profile: the orchestration layer under 200 concurrent simulated calls, speech models stood in.
 
 A separate profile from the pipeline benchmark: Whisper and piper are replaced by the stand-ins of
-agent/testing/standins.py (an ASR that matches the caller's utterance by its loudness contour after a
+testkit/standins.py (an ASR that matches the caller's utterance by its loudness contour after a
 30 ms sleep on the model pool, a TTS that returns a tone of plausible length), so that what is measured
 is everything else, as production runs it: answer_url over HTTP with the webhook secret, signed stream
 tokens, one WebSocket per call with 20 ms L16 frames in real time, VAD and turn-taking, speculative
@@ -30,12 +30,12 @@ from typing import Any
 
 import httpx
 
-from agent.testing.standins import voice_print
 from bench.load_calls import CallerJob, CallPlan, check_records, run_calls, run_jobs
 from bench.load_monitor import Monitor, as_rows, summary
 from bench.pipeline_calls import OPENING_HOURS, RATE, caller_audio, questions_for
 from bench.pipeline_service import WEBHOOK_SECRET, BenchBot, ServiceProcess, write_config
 from bench.pipeline_stats import dist, pct
+from testkit.standins import voice_print
 
 LOGS = Path(__file__).resolve().parents[1] / "var" / "bench"
 """The service's log of the last run is kept here (var/ is not committed)."""

@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from agent.loop_lag import LoopLagMonitor
-from agent.testing.simulator import PiopiySimulator, SimulatorError
+from agent.worker.loop_lag import LoopLagMonitor
 from bench.pipeline_calls import RATE, Asked, Conversation, call_id_of, playout_gaps, questions_for
+from testkit.simulator import PiopiySimulator, SimulatorError
 
 GREETING_TIMEOUT_S = 30.0
 REPLY_TIMEOUT_S = 20.0

@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.testing.simulator import PiopiySimulator
 from bench.pipeline_asr import (
     OfflineAsr,
     Prompt,
@@ -58,6 +57,7 @@ from bench.pipeline_service import (
 )
 from bench.pipeline_stats import latency_stats
 from bench.pipeline_summary import summary, write_chart
+from testkit.simulator import PiopiySimulator
 
 __all__ = ["DEEP", "FULL", "QUICK", "LiveAsr", "Plan", "compile_figures", "run", "summary", "write_chart"]
 

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agent.bot import TurnTaking
+from agent.config.bot import TurnTaking
 from pipelines.asr import Transcriber, load_whisper
 from pipelines.audio import read_wav, resample
 from pipelines.executor import ModelExecutor

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from agent.testing.caller_voice import caller_says
-from agent.testing.simulator import PiopiySimulator, SimulatedCall, SimulatorError
+from testkit.caller_voice import caller_says
+from testkit.simulator import PiopiySimulator, SimulatedCall, SimulatorError
 
 RATE = 8000
 OPENING_HOURS = (

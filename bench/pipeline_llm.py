@@ -12,11 +12,11 @@ from typing import Any
 
 import yaml
 
-from agent.testing.llm_server import FakeLlmServer
-from agent.testing.simulator import PiopiySimulator
 from bench.pipeline_calls import converse, questions_for
 from bench.pipeline_service import SUPPORT_NUMBER, WEBHOOK_SECRET, ServiceProcess, write_config
 from bench.pipeline_stats import latency_stats
+from testkit.llm_server import FakeLlmServer
+from testkit.simulator import PiopiySimulator
 
 TTFT_S = 0.2
 TOKEN_DELAY_S = 0.02

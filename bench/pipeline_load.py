@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import numpy as np
 
-from agent.testing.simulator import PiopiySimulator
 from bench.pipeline_calls import Conversation, converse, playout_gaps, questions_for
 from bench.pipeline_service import SUPPORT_NUMBER, WEBHOOK_SECRET, ServiceProcess, machine_busy
 from bench.pipeline_stats import latency_stats, pct
+from testkit.simulator import PiopiySimulator
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

@@ -25,8 +25,8 @@ from typing import IO, Any
 import httpx
 import yaml
 
-from agent.bot import BotConfig, TurnTaking
-from agent.config import normalize_number
+from agent.config.base import normalize_number
+from agent.config.bot import BotConfig, TurnTaking
 
 REPO = Path(__file__).resolve().parents[1]
 WEBHOOK_SECRET = "bench-pipeline-secret-0123456789"
@@ -58,7 +58,7 @@ ASR_PROBE = BenchBot("asr_probe", "918040009900", {}, probe=True)
 
 
 def shipped_turn_taking() -> TurnTaking:
-    """support_desk's turn-taking as shipped (its YAML, or the defaults in agent/bot.py)."""
+    """support_desk's turn-taking as shipped (its YAML, or the defaults in agent/config/bot.py)."""
     return BotConfig.model_validate(
         yaml.safe_load((REPO / "prompts" / "support_desk.yaml").read_text())
     ).turn_taking
@@ -118,7 +118,7 @@ def _bot_yaml(source: dict[str, Any], bot: BenchBot) -> dict[str, Any]:
 class ServiceProcess:
     """`python -m bench.pipeline_service CONFIG [--stand-ins LEXICON]` as a child process; `with` starts
     and stops it. With `stand_ins` (a JSON file: caller utterance → voice print) the service runs on the
-    stand-in models of the load profile (agent/testing/standins.py) instead of piper and Whisper."""
+    stand-in models of the load profile (testkit/standins.py) instead of piper and Whisper."""
 
     def __init__(
         self, config: Path, log_path: Path, startup_timeout_s: float = 240.0, *, stand_ins: Path | None = None
@@ -239,10 +239,10 @@ def machine_busy() -> tuple[float, float]:
 
 def _serve(config: str, stand_ins: str | None = None) -> None:
     """The child: serve the app until stdin closes; print the URL once it accepts connections."""
-    from agent.config import load_settings
-    from agent.server import create_app
-    from agent.testing.servers import serve_in_thread
-    from agent.testing.standins import StandInModels
+    from agent.config.settings import load_settings
+    from agent.web.app import create_app
+    from testkit.servers import serve_in_thread
+    from testkit.standins import StandInModels
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(config)

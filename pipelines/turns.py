@@ -22,6 +22,9 @@ Barge-in and backchannels. While the bot speaks (`set_bot_speaking(True)`), call
 A longer acknowledgement ("okay, got it") still fires. Its words still end as a turn, so the session
 transcribes it and, when `is_backchannel(text)` says it was only an acknowledgement, resumes the reply
 it cut instead of answering; a `TurnDiscarded` after a `BargeIn` means the same.
+
+Over 400 lines: one detector and the small policies it composes, kept together so the order of its
+decisions reads in one place.
 """
 
 from __future__ import annotations

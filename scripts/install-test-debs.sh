@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests and benchmarks use: real human speech (never committed to the repo),
 # espeak-ng (a second caller voice), chromium (the dashboard tests) and haproxy (the shipped balancer
-# config, run in front of a real worker by tests/agent/test_edge.py).
+# config, run in front of a real worker by tests/agent/web/test_edge.py).
 # Installs only what is missing, so a second run costs a few dpkg look-ups.
 set -euo pipefail
 pkgs=(asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-es-wav pocketsphinx-testdata espeak-ng

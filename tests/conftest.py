@@ -1,12 +1,18 @@
-"""Shared fixtures."""
+"""Shared fixtures: the real service (one per test process, shared by every package's tests) and
+PIOPIY's REST API."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
-from agent.testing.fake_piopiy_rest import FakePiopiyRest
+from agent.config.settings import load_settings
+from agent.web.app import create_app
+from testkit.fake_piopiy_rest import FakePiopiyRest
+from testkit.servers import serve_in_thread
+from tests.agent.conftest import REPO, SERVICE_START_S, Service, set_secrets, write_config
 
 PIOPIY_APPID = 1111
 PIOPIY_SECRET = "s3cret"
@@ -24,3 +30,18 @@ def fake_piopiy_rest(_piopiy_rest_server: FakePiopiyRest) -> FakePiopiyRest:
     """PIOPIY's REST API on a local port (appid 1111, secret "s3cret"), with nothing recorded yet."""
     _piopiy_rest_server.reset()
     return _piopiy_rest_server
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The shipped config and bots with real models, on a loopback port, started once per test process."""
+    directory = tmp_path_factory.mktemp("service")
+    set_secrets()
+    # The limiter of failed credentials is tested on services of its own (tests/agent/web/test_auth_limits.py,
+    # test_edge.py); here many test files knock with wrong credentials on purpose, in any order.
+    security = {**yaml.safe_load((REPO / "config.yaml").read_text())["security"], "max_failed_auth": 100_000}
+    settings = load_settings(write_config(directory, security=security))
+    with serve_in_thread(create_app(settings), startup_timeout_s=SERVICE_START_S) as url:
+        # The port is known only now; ws_url is derived from public_url at answer time.
+        settings.service.server.public_url = url
+        yield Service(url=url, settings=settings, data_dir=directory)

@@ -10,7 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from agent.access_store import AccessStore
+from agent.records.access_store import AccessStore
 from agent.security import FailureLimiter
 
 ALGORITHM = "pbkdf2_sha256"

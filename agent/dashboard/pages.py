@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from agent.dashboard.html import csrf_field, duration, e, link, page, sparkline, table
-from agent.testing.report import describe_action, describe_reason
+from agent.records.words import describe_action, describe_reason
 
 LATENCIES = ("endpoint_ms", "asr_ms", "dialogue_first_text_ms", "tts_first_audio_ms", "response_ms")
 

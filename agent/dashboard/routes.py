@@ -25,10 +25,11 @@ from agent.dashboard import pages
 from agent.dashboard.auth import COOKIE, LoginLimiter, hash_password, verify_password
 from agent.dashboard.html import page
 from agent.dashboard.sockets import add_socket_routes
-from agent.request_body import BodyTooLarge, BodyTooSlow, read_body
-from agent.runtime import Runtime
+from agent.records.timeline import timeline_png
 from agent.security import is_call_id
-from agent.testing.report import timeline_png
+from agent.web.request_body import BodyTooLarge, BodyTooSlow, read_body
+from agent.worker.commands import Supervise
+from agent.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,13 +142,13 @@ def dashboard_router() -> APIRouter:
     @router.get("")
     async def live_calls(request: Request) -> HTMLResponse:
         s = await _session(request, page=True)
-        return _html(pages.live_page(await s.rt.live_calls(), user=s.user, csrf=s.csrf))
+        return _html(pages.live_page(await s.rt.calls.listing(), user=s.user, csrf=s.csrf))
 
     @router.get("/live.json")
     async def live_json(request: Request) -> JSONResponse:
         s = await _session(request)
         now = time.time()
-        calls = [pages.live_row(c, now) for c in await s.rt.live_calls()]
+        calls = [pages.live_row(c, now) for c in await s.rt.calls.listing()]
         return JSONResponse({"calls": calls}, headers=HEADERS)
 
     @router.get("/calls")
@@ -176,7 +177,7 @@ def dashboard_router() -> APIRouter:
     async def call_view(request: Request, call_id: str, flash: str = "") -> HTMLResponse:
         s = await _session(request, page=True)
         record = await _record(s.rt, call_id)
-        live = any(c["call_id"] == call_id for c in await s.rt.live_calls())
+        live = any(c["call_id"] == call_id for c in await s.rt.calls.listing())
         bot = s.rt.settings.bots.get(str(record.get("bot")))
         departments = sorted(bot.departments) if bot is not None else []
         html = pages.call_page(
@@ -192,14 +193,14 @@ def dashboard_router() -> APIRouter:
         department = form.get("department", "")
         if bot is None or department not in bot.departments:
             return _back(call_id, "bad_department")
-        command = {"cmd": "transfer", "department": department, "user": s.user}
-        return _back(call_id, "transferred" if await s.rt.route(call_id, command) else "not_live")
+        command = Supervise("transfer", s.user, department)
+        return _back(call_id, "transferred" if await s.rt.calls.route(call_id, command) else "not_live")
 
     @router.post("/calls/{call_id}/hangup")
     async def hangup(request: Request, call_id: str) -> Response:
         s, _ = await _posted(request)
         await _record(s.rt, call_id)
-        routed = await s.rt.route(call_id, {"cmd": "hangup", "user": s.user})
+        routed = await s.rt.calls.route(call_id, Supervise("hangup", s.user))
         return _back(call_id, "hung_up" if routed else "not_live")
 
     @router.get("/calls/{call_id}/recording")

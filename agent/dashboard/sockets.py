@@ -16,12 +16,13 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.bus import LiveEvent, relay
 from agent.dashboard import pages
 from agent.dashboard.auth import COOKIE
-from agent.listen import END
-from agent.runtime import Runtime
 from agent.security import is_call_id
+from agent.worker.bus import LiveEvent, relay
+from agent.worker.commands import Listen
+from agent.worker.listen import END
+from agent.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 LIVE_CHECK_S = 5.0
@@ -46,7 +47,7 @@ def add_socket_routes(router: APIRouter) -> None:
 
     @router.websocket("/listen/{call_id}")
     async def listen_in(ws: WebSocket, call_id: str) -> None:
-        """A live call's audio (agent.listen packets as binary frames) until it ends or the supervisor
+        """A live call's audio (agent.worker.listen packets as binary frames) until it ends or the supervisor
         stops; kept in the call's record as a supervisor `listen` event."""
         rt: Runtime = ws.app.state.runtime
         user = await _ws_user(ws, rt, call_id)
@@ -79,7 +80,7 @@ def add_socket_routes(router: APIRouter) -> None:
         ended: set[str] = set()  # the registry may list an ended call for a moment longer
 
         async def snapshot() -> None:
-            calls = [pages.live_row(c) for c in await rt.live_calls() if c["call_id"] not in ended]
+            calls = [pages.live_row(c) for c in await rt.calls.listing() if c["call_id"] not in ended]
             await ws.send_json({"calls": calls, "now": time.time()})
 
         async def pump() -> None:
@@ -153,9 +154,9 @@ async def _ws_user(ws: WebSocket, rt: Runtime, call_id: str | None = None) -> st
 
 async def _call_audio(rt: Runtime, call_id: str, user: str) -> AsyncGenerator[bytes, None] | None:
     """A live call's audio packets, from this worker or the owner; None when it is not live."""
-    if call_id in rt.sessions:
+    if call_id in rt.calls.sessions:
         listener = rt.listen.listen(call_id)  # before the call can end unnoticed
-        await rt.execute({"cmd": "listen", "call_id": call_id, "user": user})
+        await rt.calls.execute(call_id, Listen(user))
 
         async def local() -> AsyncGenerator[bytes, None]:
             try:
@@ -163,7 +164,7 @@ async def _call_audio(rt: Runtime, call_id: str, user: str) -> AsyncGenerator[by
                     try:
                         data = await asyncio.wait_for(listener.queue.get(), LIVE_CHECK_S)
                     except TimeoutError:
-                        if call_id not in rt.sessions:
+                        if call_id not in rt.calls.sessions:
                             return  # ended without its END packet reaching us
                         continue
                     yield data
@@ -172,10 +173,10 @@ async def _call_audio(rt: Runtime, call_id: str, user: str) -> AsyncGenerator[by
             finally:
                 listener.close()
 
-        if call_id not in rt.sessions:
+        if call_id not in rt.calls.sessions:
             listener.close()
             return None
         return local()
-    if rt.cluster is not None and any(c["call_id"] == call_id for c in await rt.live_calls()):
+    if rt.cluster is not None and any(c["call_id"] == call_id for c in await rt.calls.listing()):
         return rt.cluster.listen(call_id, user)
     return None

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from agent.bot import BotConfig
-from agent.bot_actions import ActionSpec
+from agent.config.actions import ActionSpec
+from agent.config.bot import BotConfig
 
 ActionKind = Literal["say", "transfer", "tool", "notify", "tag", "hold_music", "hangup"]
 
@@ -38,7 +38,7 @@ class CallContext:
     called_number: str
     started_at: float = field(default_factory=time.time)
     language: LanguageChoice = field(default_factory=LanguageChoice)
-    """Changes once the caller's language is detected (agent.call_language)."""
+    """Changes once the caller's language is detected (agent.call.language)."""
 
     @property
     def reply_language(self) -> str:

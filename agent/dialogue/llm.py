@@ -22,7 +22,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletionChunk
 
-from agent.config import LlmConfig
+from agent.config.service import LlmConfig
 from agent.dialogue.base import (
     CallContext,
     DialogueAction,

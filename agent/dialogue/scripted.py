@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
 
-from agent.bot import Intent
+from agent.config.bot import Intent
 from agent.dialogue.base import CallContext, DialogueAction, ReplyItem, TextDelta, Understanding
 
 log = logging.getLogger(__name__)

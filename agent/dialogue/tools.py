@@ -25,7 +25,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 from jsonschema import Draft202012Validator
 
-from agent.bot import BUILTIN_TOOLS, BotConfig, HttpTool
+from agent.config.actions import BUILTIN_TOOLS
+from agent.config.bot import BotConfig, HttpTool
 from agent.dialogue.base import DialogueAction
 from agent.dialogue.scripted import TemplateError, render
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from agent.bot import BotConfig
+from agent.config.bot import BotConfig
 from agent.escalation.conditions import All, Compare, Node, parse
 from agent.escalation.rules import compile_rules
 

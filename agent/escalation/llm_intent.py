@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import openai
 
-from agent.bot import BotConfig
+from agent.config.bot import BotConfig
 from agent.dialogue.llm_once import ask_once
 
 BUILTIN_DESCRIPTIONS = {

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from agent.bot_actions import Webhook
+from agent.config.actions import Webhook
 from agent.dialogue.scripted import TemplateError, render
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.bot import BotConfig, Rule
-from agent.bot_actions import ActionSpec
+from agent.config.actions import ActionSpec
+from agent.config.bot import BotConfig, Rule
 from agent.escalation.conditions import Node, compares, evaluate, parse
 
 

@@ -5,7 +5,7 @@ Per caller turn: sentiment (VADER compound, with phone-speech tweaks), its rolli
 raised voice (turn level well above the caller's own earlier turns), the intent (the bot's YAML
 intents, with built-in `asked_for_human`, `cancel` and `complaint` detectors), and whether the bot
 understood. Counters: turns, misunderstood turns (in a row and in all), barge-ins, dialogue and tool
-failures, silence timeouts; call duration; the caller's language (see `agent.call_language`).
+failures, silence timeouts; call duration; the caller's language (see `agent.call.language`).
 
 Phone-speech tweaks to VADER: ASR writes no exclamation marks or capitals worth trusting, so those
 boosts are stripped before scoring; "thanks"/"thank you" at the end of a complaint is politeness, not

@@ -14,11 +14,11 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
-from agent.config import Settings, load_settings
-from agent.server import create_app
-from agent.speech_models import SpeechModels
-from agent.store import Store
-from agent.testing.servers import serve_in_thread
+from agent.config.settings import Settings, load_settings
+from agent.records.store import Store
+from agent.web.app import create_app
+from agent.worker.speech_models import SpeechModels
+from testkit.servers import serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
@@ -120,17 +120,6 @@ def running_service(
     with serve_in_thread(app, startup_timeout_s=SERVICE_START_S) as url:
         settings.service.server.public_url = url
         yield Service(url=url, settings=settings, data_dir=directory, app=app)
-
-
-@pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    directory = tmp_path_factory.mktemp("service")
-    set_secrets()
-    settings = load_settings(write_config(directory))
-    with serve_in_thread(create_app(settings), startup_timeout_s=SERVICE_START_S) as url:
-        # The port is known only now; ws_url is derived from public_url at answer time.
-        settings.service.server.public_url = url
-        yield Service(url=url, settings=settings, data_dir=directory)
 
 
 @pytest.fixture

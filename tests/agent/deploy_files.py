@@ -16,7 +16,7 @@ from typing import Any
 
 import matplotlib
 
-from agent.config import Settings, load_settings
+from agent.config.settings import Settings, load_settings
 from tests.agent.conftest import REPO
 
 

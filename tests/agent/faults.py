@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from agent.runtime import Runtime
+from agent.worker.runtime import Runtime
 from tests.agent.conftest import Service
 
 T = TypeVar("T")
@@ -74,7 +74,7 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str, tim
 async def assert_call_left_nothing(runtime: Runtime, call_id: str, baseline: list[str]) -> None:
     """After a call: no session, no record writes pending, no task of the call, no more tasks than
     before it (the same loop, idle), and no CallSession object left in memory."""
-    await eventually(lambda: call_id not in runtime.sessions, f"call {call_id} unregistered")
+    await eventually(lambda: call_id not in runtime.calls.sessions, f"call {call_id} unregistered")
     await eventually(lambda: runtime.writer.pending == 0, "record writes done")
 
     async def settled() -> bool:
@@ -88,7 +88,7 @@ async def assert_call_left_nothing(runtime: Runtime, call_id: str, baseline: lis
 
 def live_sessions() -> list[Any]:
     """CallSession objects still in memory (after a full collection)."""
-    from agent.call import CallSession
+    from agent.call.session import CallSession
 
     _freeze_captured_logs()
     gc.collect()

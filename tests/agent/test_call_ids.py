@@ -18,13 +18,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.dashboard.auth import COOKIE
-from agent.recovery import Incarnation, recover_abandoned_calls
-from agent.retention import purge_recordings
-from agent.runtime import new_call_id
+from agent.records.retention import purge_recordings
+from agent.records.store import Store
 from agent.security import StreamTokens, is_call_id, is_call_id_prefix
-from agent.store import Store
+from agent.worker.recovery import Incarnation, recover_abandoned_calls
+from agent.worker.runtime import new_call_id
 from tests.agent.conftest import SUPPORT_NUMBER, Service, running_service, write_config
 from tests.agent.test_calls import call_id_of, sim
 from tests.agent.test_dashboard import USERS, csrf_of, login
@@ -114,7 +114,7 @@ async def test_the_api_refuses_crafted_ids_with_400(svc: Service, crafted: str) 
         ]:
             answer = await http.request(method, path.format(crafted), json=body)
             assert answer.status_code == 400, (method, path, answer.text[:200])
-            # A NUL is refused before any route reads the URL (agent/url_guard.py); the rest by the id check.
+            # A NUL is refused before any route reads the URL (web/url_guard.py); the rest by the id check.
             expected = "bad request" if "%00" in crafted else "malformed call id"
             assert answer.json()["error"] == expected
     live = svc.url.replace("http", "ws", 1) + f"/api/live?call={quote('../x')}"
@@ -150,7 +150,7 @@ async def test_the_dashboard_refuses_crafted_ids(
         url = svc.url.replace("http", "ws", 1) + f"/dashboard/{socket}/{crafted}"
         async with connect(url, additional_headers=cookie) as ws:
             await asyncio.wait_for(ws.wait_closed(), 10)
-        # A NUL is refused before any route reads the URL (agent/url_guard.py); the rest by the id check.
+        # A NUL is refused before any route reads the URL (agent/web/url_guard.py); the rest by the id check.
         reason = "a NUL character in the URL" if "%00" in crafted else "malformed call id"
         assert ws.close_code == 1008 and ws.close_reason == reason
 

@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
-from agent.call import CallSession
-from agent.config import load_settings
-from agent.logs import for_call
-from agent.runtime import Runtime, new_call_id
-from agent.speech_models import CallTranscriber
-from agent.testing.caller_voice import caller_says
-from agent.testing.standins import StandInModels, voice_print
+from agent.call.session import CallSession
+from agent.config.settings import load_settings
+from agent.telephony.piopiy.link import PiopiyLink
+from agent.worker.logs import for_call
+from agent.worker.runtime import Runtime, new_call_id
+from agent.worker.speech_models import CallTranscriber
 from pipelines.asr import Transcript
+from testkit.caller_voice import caller_says
+from testkit.standins import StandInModels, voice_print
 from tests.agent.conftest import WEBHOOK_SECRET, write_config
 from tests.agent.faults import eventually
 
@@ -92,8 +93,9 @@ async def open_call(runtime: Runtime, line: Line) -> CallSession:
     await runtime.store.insert_call(
         id=call_id, bot=BOT, status="answered", started_at=time.time(), sample_rate=RATE
     )
-    session = CallSession(runtime, call_id=call_id, bot_name=BOT, bot=bot, send_text=line.send_text)
-    runtime.register(session)
+    link = PiopiyLink(line.send_text, RATE, call_id=call_id)
+    session = CallSession(runtime, call_id=call_id, bot_name=BOT, bot=bot, link=link)
+    runtime.calls.register(session)
     await session.start()
     session.on_audio(silence(0.2))
     await eventually(lambda: session.state == "listening" and line.audio_chunks > 0, "the greeting played")

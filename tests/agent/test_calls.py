@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from agent.testing.simulator import PiopiySimulator
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import ORDER_NUMBER, SUPPORT_NUMBER, WEBHOOK_SECRET, Service
 
 GREETING = "Thank you for calling Acme Bank. I'm the virtual assistant. How can I help you today?"

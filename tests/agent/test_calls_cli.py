@@ -1,7 +1,7 @@
 """`hotline calls` (list, show, export, purge) and recording retention, over SQLite and PostgreSQL.
 
 The records are written with the Store API, as the service writes them; the commands run through
-`agent.cli.main` with a config.yaml pointing at that store.
+`agent.cli.main.main` with a config.yaml pointing at that store.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import psycopg
 import pytest
 import yaml
 
-from agent.cli import main
-from agent.retention import purge_recordings, retention_loop, start_retention, stop_retention
-from agent.store import Store
+from agent.cli.main import main
+from agent.records.retention import purge_recordings, retention_loop, start_retention, stop_retention
+from agent.records.store import Store
 from tests.agent.conftest import write_config
-from tests.agent.test_store import PG_DSN, _postgres_available
+from tests.agent.records.test_store import PG_DSN, _postgres_available
 
 DAY = 86400.0
 NOW = __import__("time").time()

@@ -8,11 +8,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from agent.cli import main
-from agent.config import load_settings
+from agent.cli.main import main
+from agent.config.settings import load_settings
+from agent.records.store import Store
 from agent.security import StreamTokens, resolve_secret
-from agent.store import Store
-from agent.testing.fake_piopiy_rest import FakePiopiyRest
+from testkit.fake_piopiy_rest import FakePiopiyRest
 from tests.agent.conftest import write_config
 from tests.conftest import PIOPIY_APPID, PIOPIY_SECRET
 

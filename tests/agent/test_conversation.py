@@ -10,9 +10,9 @@ import wave
 import httpx
 import numpy as np
 
-from agent.testing.caller_voice import caller_says
-from agent.testing.replay import replay_stored
-from agent.testing.simulator import PiopiySimulator
+from testkit.caller_voice import caller_says
+from testkit.replay import replay_stored
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service
 from tests.agent.test_calls import call_id_of, final_record
 

@@ -16,13 +16,13 @@ import yaml
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from agent.cli import main as hotline
+from agent.cli.main import main as hotline
 from agent.dashboard.auth import COOKIE, LoginLimiter, hash_password, verify_password
-from agent.listen import BOT, CALLER, END, unpack
-from agent.store import Store
-from agent.testing.caller_voice import caller_says
-from agent.testing.simulated_line import bot_audio_pcm
-from agent.testing.simulator import PiopiySimulator
+from agent.records.store import Store
+from agent.worker.listen import BOT, CALLER, END, unpack
+from testkit.caller_voice import caller_says
+from testkit.line_audio import bot_audio_pcm
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
 

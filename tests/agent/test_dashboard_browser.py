@@ -15,8 +15,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from agent.dashboard.auth import hash_password
-from agent.testing.caller_voice import caller_says
-from agent.testing.simulator import PiopiySimulator
+from testkit.caller_voice import caller_says
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -15,14 +15,14 @@ import psycopg
 import pytest
 from websockets.asyncio.client import connect
 
-from agent.config import load_settings
+from agent.config.settings import load_settings
 from agent.dashboard.auth import COOKIE
-from agent.server import create_app
-from agent.testing.servers import serve_in_thread
-from agent.testing.standins import StandInModels
+from agent.web.app import create_app
+from testkit.servers import serve_in_thread
+from testkit.standins import StandInModels
 from tests.agent.conftest import API_HEADERS, set_secrets, write_config
+from tests.agent.records.test_store import PG_DSN, _postgres_available
 from tests.agent.test_dashboard import PASSWORD, USERS, csrf_of
-from tests.agent.test_store import PG_DSN, _postgres_available
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

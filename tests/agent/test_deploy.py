@@ -23,9 +23,9 @@ import httpx
 import pytest
 import yaml
 
-from agent.client_address import TrustedProxies
-from agent.config import Settings, load_settings
-from agent.serve import uvicorn_config
+from agent.config.settings import Settings, load_settings
+from agent.web.client_address import TrustedProxies
+from agent.worker.serve import uvicorn_config
 from tests.agent.conftest import REPO, Service
 from tests.agent.deploy_files import (
     InImage,
@@ -46,9 +46,9 @@ ENV_EXAMPLE = DEPLOY / "compose" / "hotline.env.example"
 HOTLINE = Path(sys.executable).with_name("hotline")
 # Config keys the environment overrides: the tests read the files' own values.
 OVERRIDES = ("HOTLINE_STORAGE_URL", "HOTLINE_REDIS_URL", "HOTLINE_LLM_BASE_URL")
-# After the drain uvicorn itself may take this long to close (read from agent/serve.py).
+# After the drain uvicorn itself may take this long to close (read from agent/worker/serve.py).
 UVICORN_SHUTDOWN_S = int(
-    re.findall(r"timeout_graceful_shutdown=(\d+)", (REPO / "agent" / "serve.py").read_text())[0]
+    re.findall(r"timeout_graceful_shutdown=(\d+)", (REPO / "agent" / "worker" / "serve.py").read_text())[0]
 )
 MARGIN_S = 10  # the rest of a stop: signal delivery, closing the store, slack
 LONGEST_CALL_S = 3600  # balancers must keep a call's socket open at least this long
@@ -99,13 +99,14 @@ def test_image_installs_the_project_non_editable_from_the_lock() -> None:
     assert not any("pip install" in r and "uv-requirements" not in r for r in runs)
     copied = {w for c in build.all("COPY") for w in c.args.split()[:-1]}
     assert {"pyproject.toml", "uv.lock", "agent/", "pipelines/", "README.md"} <= copied
+    assert "testkit/pyproject.toml" in copied and "testkit/" not in copied  # its metadata only, for the lock
     assert "UV_PROJECT_ENVIRONMENT=/opt/hotline" in build.one("ENV").args
 
 
 def test_image_runs_hotline_serve_as_a_non_root_user(image: Stage) -> None:
     command = image.one("ENTRYPOINT").exec_form() + image.one("CMD").exec_form()
     assert command == ["hotline", "serve"]
-    assert 'hotline = "agent.cli:main"' in (REPO / "pyproject.toml").read_text()
+    assert 'hotline = "agent.cli.main:main"' in (REPO / "pyproject.toml").read_text()
     # `serve` is a real subcommand of the real parser (run as the console script, like the image does).
     done = subprocess.run([str(HOTLINE), *command[1:], "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "usage: hotline serve" in done.stdout, done.stderr
@@ -181,7 +182,7 @@ def test_nothing_shipped_trusts_x_forwarded_for_from_everyone(image_settings: Se
         assert "FORWARDED_ALLOW_IPS" not in text, path
         assert not re.search(r"(?i)trusted.proxies\W+[\[\"' ]*(\*|0\.0\.0\.0/0|::/0)", text), path
     config = uvicorn_config(image_settings)
-    assert config.proxy_headers is False  # client addresses are resolved by agent/client_address.py
+    assert config.proxy_headers is False  # client addresses are resolved by agent/web/client_address.py
     assert image_settings.service.server.trusted_proxies == []  # `docker run` alone: no balancer to trust
 
 

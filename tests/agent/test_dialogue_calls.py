@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.testing.backends import SHIPPED_BASE_URL, FakeToolBackend
-from agent.testing.caller_voice import caller_says
-from agent.testing.llm_server import FakeLlmServer
-from agent.testing.simulator import PiopiySimulator
+from testkit.backends import SHIPPED_BASE_URL, FakeToolBackend
+from testkit.caller_voice import caller_says
+from testkit.llm_server import FakeLlmServer
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import ORDER_NUMBER, REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record, wait_for_bot_line
 

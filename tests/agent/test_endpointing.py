@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.testing.caller_voice import caller_says
-from agent.testing.simulator import PiopiySimulator
+from testkit.caller_voice import caller_says
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
 

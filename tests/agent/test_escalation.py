@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from agent.bot import BotConfig
-from agent.config import load_settings
+from agent.config.bot import BotConfig
+from agent.config.checks import reference_problems
+from agent.config.settings import load_settings
 from agent.dialogue.scripted import IntentMatcher
 from agent.escalation.conditions import ConditionError, evaluate, parse
 from agent.escalation.lint import rule_warnings
@@ -99,7 +100,7 @@ def bot_with_rules(rules: list[dict[str, Any]], **escalation: Any) -> BotConfig:
 )
 def test_config_validation_names_unknown_signals_and_intents(when: str, problem: str) -> None:
     bot = bot_with_rules([{"name": "r", "when": when, "then": [{"transfer": "senior"}]}])
-    problems = bot.reference_problems()
+    problems = reference_problems(bot)
     assert (("escalation", "rules", 0, "when"), problem) in [
         (loc, msg[: len(problem)]) for loc, msg in problems
     ]
@@ -108,7 +109,7 @@ def test_config_validation_names_unknown_signals_and_intents(when: str, problem:
 def test_builtin_intents_and_yaml_intents_are_valid_in_rules() -> None:
     whens = ["intent == asked_for_human", "intent == cancel", "intent == complaint", "intent == balance"]
     bot = bot_with_rules([{"name": f"r{i}", "when": w, "then": ["hangup"]} for i, w in enumerate(whens)])
-    assert bot.reference_problems() == []
+    assert reference_problems(bot) == []
 
 
 def test_rules_fire_by_priority_once_and_with_cooldown() -> None:

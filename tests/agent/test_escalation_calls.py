@@ -9,6 +9,7 @@ a new call at its original times): the replay takes the same path at the same ca
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +17,9 @@ import httpx
 import pytest
 import yaml
 
-from agent.testing.caller_voice import caller_says
-from agent.testing.replay import replay_stored
-from agent.testing.simulator import PiopiySimulator, SimulatedCall
+from testkit.caller_voice import caller_says
+from testkit.replay import replay_stored
+from testkit.simulator import PiopiySimulator, SimulatedCall
 from tests.agent.conftest import REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
 
@@ -33,16 +34,44 @@ ANGRY = [
 async def converse(service: Service, lines: list[str], *, until_transfer: bool) -> dict[str, Any]:
     """Say each line after the bot has finished; return the call's final record."""
     sim = PiopiySimulator(service.url, webhook_secret=WEBHOOK_SECRET)
-    async with await sim.place_call(to_number=SUPPORT_NUMBER) as call:
-        await call.wait_until_bot_silent(quiet_s=0.8, timeout=20)
+    async with (
+        await sim.place_call(to_number=SUPPORT_NUMBER) as call,
+        httpx.AsyncClient(base_url=service.url, headers=service.headers, timeout=10) as http,
+    ):
+        call_id = call_id_of(call.pcmo)
+        await bot_finished(call, http, call_id, quiet_s=0.8)
         for line in lines:
             await call.say_pcm(caller_says(line), 8000)
             await call.wait_for_bot_audio(timeout=15, since=call.now())
-            await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
+            await bot_finished(call, http, call_id, quiet_s=1.0)
         if until_transfer:
             await call.wait_for_control(lambda c: getattr(c, "actions", None) is not None, timeout=10)
-        call_id = call_id_of(call.pcmo)
     return await final_record(service, call_id)
+
+
+async def bot_finished(call: SimulatedCall, http: httpx.AsyncClient, call_id: str, *, quiet_s: float) -> None:
+    """The bot has said all it says now: nothing played for `quiet_s` and the service no longer shows
+    the call speaking. Silence alone is not enough: on a busy machine a reply's next clause can take
+    longer than `quiet_s` to synthesize, and a caller line said in that gap would cut the bot off."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        await call.wait_until_bot_silent(quiet_s=quiet_s, timeout=max(1.0, deadline - loop.time()))
+        if call.stream_closed:
+            return
+        live = (await http.get("/api/live-calls")).raise_for_status().json()["calls"]
+        state = next((c["state"] for c in live if c["call_id"] == call_id), None)
+        if state not in ("greeting", "speaking"):
+            return
+        assert loop.time() < deadline, f"the call is still {state} after 30 s"
+        await asyncio.sleep(0.1)
+
+
+def told(record: dict[str, Any]) -> str:
+    """The call in a few lines, for a failed assertion: each turn (when, who, what) and each rule fired."""
+    turns = [f"{t['start_ms']!s:>7} {t['role']:>6}: {t['text']}" for t in record["turns"]]
+    rules = [(r["rule"], r["caller_turn"], r["signals"]) for r in fired(record)]
+    return "\n".join([*turns, f"fired: {rules}"])
 
 
 async def replayed(service: Service, record: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +117,7 @@ async def test_two_misunderstood_turns_escalate(service: Service) -> None:
     record = await converse(
         service, ["Purple monkey dishwasher.", "Banana telescope umbrella."], until_transfer=True
     )
+    assert len(fired(record)) == 1, told(record)
     (rule,) = fired(record)
     assert rule["rule"] == "stuck" and rule["signals"] == {"misunderstood_in_a_row": 2}
     bot = [t["text"] for t in record["turns"] if t["role"] == "bot"]
@@ -99,6 +129,7 @@ async def test_two_misunderstood_turns_escalate(service: Service) -> None:
 
 async def test_a_caller_growing_angry_goes_to_the_senior_desk_at_the_third_turn(service: Service) -> None:
     record = await converse(service, ANGRY, until_transfer=True)
+    assert len(fired(record)) == 1, told(record)
     (rule,) = fired(record)
     assert rule["rule"] == "angry_caller"
     assert rule["signals"]["turns"] == 3 and rule["signals"]["sentiment.rolling"] < -0.4
@@ -116,7 +147,7 @@ async def test_a_caller_growing_angry_goes_to_the_senior_desk_at_the_third_turn(
 async def test_a_calm_caller_is_never_transferred(service: Service) -> None:
     lines = ["What are your opening hours?", "Okay, thank you very much.", "Are you open on Saturday?"]
     record = await converse(service, lines, until_transfer=False)
-    assert fired(record) == [] and bridged_to(record) == []
+    assert fired(record) == [] and bridged_to(record) == [], told(record)
     callers = [t for t in record["turns"] if t["role"] == "caller"]
     assert len(callers) == 3 and all(c["signals"]["sentiment"] >= 0 for c in callers)
     again = await replayed(service, record)

@@ -3,7 +3,7 @@ an HTTP tool timing out; ASR or TTS raising; the socket lost mid-utterance and m
 
 Each test says what the caller hears and what the record shows, and checks that the call left nothing
 behind: no session, no pending record write, no task, no CallSession in memory. The LLM is our
-OpenAI-compatible test server (agent/testing/llm_server.py) behind the real `openai` SDK. The LLM found
+OpenAI-compatible test server (testkit/llm_server.py) behind the real `openai` SDK. The LLM found
 dead (unreachable) is test_dialogue_calls.py::test_a_dead_llm_gives_the_fallback_line_then_a_person.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from agent.testing.backends import FakeToolBackend
-from agent.testing.caller_voice import caller_says
-from agent.testing.llm_server import FakeLlmServer
-from agent.testing.simulator import PiopiySimulator, SimulatedCall
+from testkit.backends import FakeToolBackend
+from testkit.caller_voice import caller_says
+from testkit.llm_server import FakeLlmServer
+from testkit.simulator import PiopiySimulator, SimulatedCall
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.faults import (
     assert_call_left_nothing,
@@ -69,7 +69,7 @@ async def baseline(service: Service, llm: FakeLlmServer, backend: FakeToolBacken
     llm.reset()
     backend.delay_s = 0.0
     runtime = runtime_of(service)
-    await eventually(lambda: not runtime.sessions and runtime.writer.pending == 0, "the service idle")
+    await eventually(lambda: not runtime.calls.sessions and runtime.writer.pending == 0, "the service idle")
     return await task_names(runtime)
 
 
@@ -87,7 +87,7 @@ async def hang_up_after_the_drop(service: Service, call: SimulatedCall) -> None:
     the hangup would say the caller ended the call)."""
     runtime = runtime_of(service)
     call_id = call_id_of(call.pcmo)
-    await eventually(lambda: call_id not in runtime.sessions, "the service saw the socket die")
+    await eventually(lambda: call_id not in runtime.calls.sessions, "the service saw the socket die")
     await call.hangup()
 
 

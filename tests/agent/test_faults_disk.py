@@ -4,8 +4,8 @@ SQLite file made immutable under a running worker.
 The tests run as root, so `chmod` would not stop the service: the recordings folder is made read-only
 with a read-only bind mount of itself (EROFS for everything opened after it), and SQLite's shared-memory
 file with `chattr +i` (EPERM; and, before the fix, SIGBUS through its memory mapping). Either needs
-privileges (CAP_SYS_ADMIN, CAP_LINUX_IMMUTABLE) and is skipped without them; tests/agent/test_recordings.py
-covers the same logic at CPU speed with faults any user can make.
+privileges (CAP_SYS_ADMIN, CAP_LINUX_IMMUTABLE) and is skipped without them;
+tests/agent/records/test_recordings.py covers the same logic at CPU speed with faults any user can make.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agent import recordings
-from agent.testing.simulator import PiopiySimulator
+from agent.records import recordings
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import API_HEADERS, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.faults import eventually, in_service, metric, runtime_of
 from tests.agent.test_calls import call_id_of
@@ -101,7 +101,7 @@ async def test_a_recording_the_folder_refuses_at_hang_up_reaches_the_record_once
         call, call_id = await greeted_call(service)
         with read_only(rec):
             await call.hangup()
-            await eventually(lambda: call_id not in runtime_of(service).sessions, "the call closed")
+            await eventually(lambda: call_id not in runtime_of(service).calls.sessions, "the call closed")
             saved = await record(service, call_id)
             assert saved["status"] == "completed" and saved["recording"] is None
             assert "Read-only file system" in saved["meta"]["recording_pending"]["error"]
@@ -137,7 +137,7 @@ async def test_a_recording_still_refused_at_shutdown_is_finished_by_recovery_aft
             call, call_id = await greeted_call(service)
             folder.enter_context(read_only(rec))
             await call.hangup()
-            await eventually(lambda: call_id not in runtime_of(service).sessions, "the call closed")
+            await eventually(lambda: call_id not in runtime_of(service).calls.sessions, "the call closed")
             await eventually(lambda: runtime_of(service).writer.pending == 0, "the record written")
             assert (await record(service, call_id))["recording"] is None
         # the service has stopped, the folder still read-only
@@ -170,7 +170,7 @@ async def test_a_call_starting_on_a_read_only_folder_goes_on_unrecorded(
             status, health = await healthz(service)
             assert status == 200 and health["status"] == "degraded"
             await call.hangup()
-            await eventually(lambda: call_id not in runtime_of(service).sessions, "the call closed")
+            await eventually(lambda: call_id not in runtime_of(service).calls.sessions, "the call closed")
         saved = await record(service, call_id)
         assert saved["status"] == "completed" and saved["recording"] is None
         assert [t["role"] for t in saved["turns"]] == ["bot"]

@@ -1,7 +1,7 @@
 """The database unavailable: record writes are kept in order and written when it is back; nothing is lost.
 
 PostgreSQL goes away for real: the service reaches it through a TCP proxy that resets every connection
-while cut (agent/testing/tcp_proxy.py). SQLite's version is a file locked by another process.
+while cut (testkit/tcp_proxy.py). SQLite's version is a file locked by another process.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from agent.call_record import CallRecord
-from agent.record_writer import RecordWriter
-from agent.store import Store
-from agent.testing.caller_voice import caller_says
-from agent.testing.simulator import PiopiySimulator
-from agent.testing.tcp_proxy import TcpProxy
+from agent.records.call_record import CallRecord
+from agent.records.record_writer import RecordWriter
+from agent.records.store import Store
+from testkit.caller_voice import caller_says
+from testkit.simulator import PiopiySimulator
+from testkit.tcp_proxy import TcpProxy
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.faults import (
     OUTAGE_S,
@@ -34,8 +34,8 @@ from tests.agent.faults import (
     runtime_of,
     task_names,
 )
+from tests.agent.records.test_store import PG_DSN, _postgres_available
 from tests.agent.test_calls import call_id_of
-from tests.agent.test_store import PG_DSN, _postgres_available
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ async def test_a_write_the_database_refuses_is_dropped_not_retried(store: Store)
 async def store_events(store: Store, call_id: str) -> list[dict[str, object]]:
     from sqlalchemy import select
 
-    from agent.store import EventRow
+    from agent.records.tables import EventRow
 
     async with store._session() as s:
         rows = (await s.scalars(select(EventRow).where(EventRow.call_id == call_id))).all()
@@ -204,7 +204,7 @@ async def test_a_call_goes_on_while_the_database_is_away_and_its_record_is_compl
         await call.wait_for_bot_audio(timeout=15, since=call.now())
         await call.wait_until_bot_silent(quiet_s=1.0, timeout=30)
         assert runtime.writer.pending > 0 and await metric(service, "hotline_record_writes_pending") > 0
-    await eventually(lambda: call_id not in runtime.sessions, "the call closed")
+    await eventually(lambda: call_id not in runtime.calls.sessions, "the call closed")
     assert runtime.writer.pending > 0  # the final state too is waiting for the database
     await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
     proxy.restore()

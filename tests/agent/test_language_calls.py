@@ -21,10 +21,10 @@ from playwright.async_api import Browser, expect
 from websockets.asyncio.client import connect
 
 from agent.dashboard.auth import hash_password
-from agent.testing.caller_voice import asterisk_prompt
-from agent.testing.llm_server import FakeLlmServer
-from agent.testing.simulator import PiopiySimulator
 from pipelines.models import piper_voice_files
+from testkit.caller_voice import asterisk_prompt
+from testkit.llm_server import FakeLlmServer
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import REPO, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
 from tests.agent.test_dashboard_browser import PASSWORD, browser, shot

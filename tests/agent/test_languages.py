@@ -10,17 +10,18 @@ import openai
 import pytest
 import yaml
 
-from agent.bot import BotConfig
-from agent.call_language import CallLanguage
+from agent.call.interpretation import interpret
+from agent.call.language import CallLanguage
+from agent.config.bot import BotConfig
+from agent.config.checks import reference_problems
 from agent.dashboard.pages import call_page
 from agent.dialogue.base import CallContext, LanguageChoice, TextDelta
 from agent.dialogue.llm_context import system_prompt
 from agent.dialogue.scripted import IntentMatcher, ScriptedDialogue
 from agent.escalation.rules import LANGUAGE_RULE, RuleState, compile_rules
 from agent.escalation.signals import SignalTracker
-from agent.interpretation import interpret
-from agent.testing.llm_server import FakeLlmServer
 from pipelines.asr import Transcript
+from testkit.llm_server import FakeLlmServer
 from tests.agent.conftest import REPO
 
 SPANISH_PHRASES = yaml.safe_load((REPO / "prompts" / "international_desk.yaml").read_text())["languages"][
@@ -60,23 +61,23 @@ def call_language(bot: BotConfig) -> CallLanguage:
 
 def test_the_shipped_desk_detects_and_sends_languages_without_a_voice_to_interpreters() -> None:
     bot = desk()
-    assert bot.reference_problems() == []
+    assert reference_problems(bot) == []
     assert bot.languages.detect and bot.asr_model == "base" and bot.languages.voices == {}
     assert [a.transfer for a in bot.languages.unsupported] == ["interpreters"]
 
 
 def test_a_voice_needs_every_phrase_and_reply_in_its_language() -> None:
     bot = desk(voices={"es": "/srv/voices/es.onnx"}, phrases={"es": {"hold": "Un momento."}})
-    problems = dict(bot.reference_problems())
+    problems = dict(reference_problems(bot))
     assert "missing phrases: handoff" in problems[("languages", "phrases", "es")]
     fixed = desk(voices={"es": "/srv/voices/es.onnx"}, phrases={"es": SPANISH_PHRASES})
-    assert fixed.reference_problems() == []  # both intents have their Spanish reply
+    assert reference_problems(fixed) == []  # both intents have their Spanish reply
 
 
 def test_detection_needs_a_multilingual_model() -> None:
     data = yaml.safe_load((REPO / "prompts" / "international_desk.yaml").read_text())
     data["asr_model"] = "tiny.en"
-    problems = dict(BotConfig.model_validate(data).reference_problems())
+    problems = dict(reference_problems(BotConfig.model_validate(data)))
     assert "multilingual" in problems[("languages", "detect")]
 
 

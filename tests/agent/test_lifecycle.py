@@ -21,9 +21,9 @@ import httpx
 import pytest
 import yaml
 
-from agent.store import Store
-from agent.testing.caller_voice import caller_says
-from agent.testing.simulator import PiopiySimulator
+from agent.records.store import Store
+from testkit.caller_voice import caller_says
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import API_KEY, REPO, SUPPORT_NUMBER, WEBHOOK_SECRET
 
 HOTLINE = Path(sys.executable).with_name("hotline")
@@ -158,7 +158,7 @@ async def test_sigterm_drains_live_calls_then_exits_with_every_record(worker: Wo
     # Every line is JSON; the call's lines carry its id.
     lines = worker.log_lines()
     assert any(line["msg"].startswith("SIGTERM: draining 1 live calls") for line in lines)
-    ended = [line for line in lines if line["logger"] == "agent.call" and "ended" in line["msg"]]
+    ended = [line for line in lines if line["logger"] == "agent.call.session" and "ended" in line["msg"]]
     assert ended and ended[0]["call_id"] == call_id
     assert any("during-drain" in line["msg"] and line["call_id"].startswith("c_") for line in lines)
 

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from agent.config import LlmConfig, load_settings
+from agent.config.service import LlmConfig
+from agent.config.settings import load_settings
 from agent.dialogue.base import CallContext, DialogueAction, DialogueFailure, ReplyItem, TextDelta
 from agent.dialogue.llm import LLMDialogue, make_client
 from agent.dialogue.llm_context import INTERRUPTED, estimate_tokens
 from agent.dialogue.tools import ToolBox
-from agent.testing.backends import FakeToolBackend
-from agent.testing.llm_server import FakeLlmServer
+from testkit.backends import FakeToolBackend
+from testkit.llm_server import FakeLlmServer
 
 REPO = Path(__file__).resolve().parents[2]
 BOTS = load_settings(REPO / "config.yaml").bots

@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 
-from agent.bus import LiveEvent
-from agent.call import CallSession
-from agent.config import load_settings
+from agent.call.events import TurnLatency
+from agent.call.session import CallSession
+from agent.config.settings import load_settings
 from agent.dialogue.tools import ToolError
-from agent.runtime import Runtime, new_call_id
-from agent.testing.backends import FakeToolBackend
-from agent.testing.standins import StandInModels
+from agent.worker.bus import LiveEvent
+from agent.worker.runtime import Runtime, new_call_id
+from testkit.backends import FakeToolBackend
+from testkit.call_fakes import FakeLink
+from testkit.standins import StandInModels
 from tests.agent.conftest import set_secrets, write_config
 
 CALLER = "919876543210"  # has a balance at the backend
@@ -59,17 +61,17 @@ async def runtimes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
         await runtime.stop(deadline_s=0)
 
 
-async def a_call(runtime: Runtime, backend: FakeToolBackend, caller: str = CALLER) -> CallSession:
+async def a_call(
+    runtime: Runtime, backend: FakeToolBackend, caller: str = CALLER, **bot_changes: Any
+) -> CallSession:
     """A new call to support_desk, its tools and webhooks pointed at `backend` (as `call.py` makes one)."""
-    bot = backend.point(runtime.settings.bots["support_desk"])
+    bot = backend.point(runtime.settings.bots["support_desk"]).model_copy(update=bot_changes)
     call_id = new_call_id()
     await runtime.store.create_call(id=call_id, bot="support_desk", status="active", started_at=time.time())
 
-    async def send_text(text: str) -> None:
-        pass  # nothing listens: the test reads the call's live events
-
+    link = FakeLink()  # nothing listens: the test reads the call's live events
     return CallSession(
-        runtime, call_id=call_id, bot_name="support_desk", bot=bot, send_text=send_text, caller_number=caller
+        runtime, call_id=call_id, bot_name="support_desk", bot=bot, link=link, caller_number=caller
     )
 
 
@@ -133,10 +135,9 @@ async def test_a_dot_segment_in_a_path_fails_the_tool_and_the_caller_hears_the_f
     runtime = await runtimes()
     # What the failed tool makes the caller hear, not the handoff after it (no rules, no desk to go to).
     runtime.rules["support_desk"] = []
-    call = await a_call(runtime, backend, caller=number)
-    call.bot = call.bot.model_copy(update={"departments": {}})
+    call = await a_call(runtime, backend, caller=number, departments={})
     events = runtime.bus.subscribe(call.call_id)
-    await call.answerer.answer("What is my balance?", time.monotonic(), None, {})
+    await call.answerer.answer("What is my balance?", time.monotonic(), None, TurnLatency())
     seen: list[LiveEvent] = []
     while not events.queue.empty():
         seen.append(events.queue.get_nowait())

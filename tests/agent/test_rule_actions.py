@@ -16,13 +16,14 @@ import openai
 import pytest
 from pydantic import ValidationError
 
-from agent.bot import BotConfig
-from agent.bot_actions import ActionSpec, Webhook
-from agent.config import load_settings
+from agent.config.actions import ActionSpec, Webhook
+from agent.config.bot import BotConfig
+from agent.config.checks import reference_problems
+from agent.config.settings import load_settings
 from agent.escalation import llm_intent
 from agent.escalation.notify import Notifier, sign
-from agent.testing.backends import FakeToolBackend
-from agent.testing.llm_server import FakeLlmServer
+from testkit.backends import FakeToolBackend
+from testkit.llm_server import FakeLlmServer
 
 REPO = Path(__file__).resolve().parents[2]
 BOTS = load_settings(REPO / "config.yaml").bots
@@ -70,7 +71,7 @@ def test_rule_actions_are_checked_against_the_yaml(
     then: list[dict[str, Any]], webhooks: dict[str, Any] | None, loc: tuple[Any, ...], problem: str
 ) -> None:
     bot = bot_with([{"name": "r", "when": "turns >= 1", "then": then}], webhooks)
-    assert (loc, problem) in bot.reference_problems()
+    assert (loc, problem) in reference_problems(bot)
 
 
 def test_webhook_urls_and_secret_names_are_validated() -> None:

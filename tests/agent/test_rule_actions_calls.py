@@ -17,10 +17,10 @@ import yaml
 
 from agent.dialogue.scripted import IntentMatcher
 from agent.escalation.signals import SignalTracker
-from agent.testing.backends import FakeToolBackend
-from agent.testing.caller_voice import caller_says
-from agent.testing.llm_server import FakeLlmServer
-from agent.testing.simulator import PiopiySimulator
+from testkit.backends import FakeToolBackend
+from testkit.caller_voice import caller_says
+from testkit.llm_server import FakeLlmServer
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import REPO, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.test_calls import call_id_of, final_record
 from tests.agent.test_escalation_calls import ANGRY, SENIOR, bridged_to, converse, fired

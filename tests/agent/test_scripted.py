@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from agent.bot import BotConfig
-from agent.config import load_settings
+from agent.config.bot import BotConfig
+from agent.config.settings import load_settings
 from agent.dialogue.base import CallContext, DialogueAction, ReplyItem, TextDelta
 from agent.dialogue.scripted import IntentMatcher, ScriptedDialogue, TemplateError, normalize, render
 

@@ -89,7 +89,7 @@ def test_the_token_covers_the_numbers(tokens: StreamTokens) -> None:
 def test_a_retried_answer_gets_the_same_url_and_this_process_knows_what_it_issued(
     tokens: StreamTokens,
 ) -> None:
-    from agent.runtime import stream_url
+    from agent.worker.runtime import stream_url
 
     url, exp = stream_url("ws://h", tokens, call_id="c_1", bot="b", from_number="91", to_number="92")
     again, same_exp = stream_url(

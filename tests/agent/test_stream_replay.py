@@ -30,14 +30,14 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from agent.security import StreamTokens
-from agent.testing.caller_voice import caller_says
-from agent.testing.simulator import PiopiySimulator
+from testkit.caller_voice import caller_says
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import API_HEADERS, SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.faults import runtime_of
+from tests.agent.records.test_store import PG_DSN, _postgres_available
 from tests.agent.test_calls import call_id_of, final_record
 from tests.agent.test_faults_process import serve
 from tests.agent.test_lifecycle import wait_exit, worker_config
-from tests.agent.test_store import PG_DSN, _postgres_available
 
 REDIS_URL = "redis://127.0.0.1:6379/10"  # this file's own database
 STREAM_SECRET = b"test-stream-secret-0123456789abcdef"  # what the test services are given

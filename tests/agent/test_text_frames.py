@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from agent.testing.simulator import PiopiySimulator
-from agent.text_frames import TextFrameBudget
+from agent.call.text_frames import TextFrameBudget
+from testkit.simulator import PiopiySimulator
 from tests.agent.conftest import SUPPORT_NUMBER, WEBHOOK_SECRET, Service, running_service
 from tests.agent.faults import eventually, runtime_of
 from tests.agent.test_calls import call_id_of
@@ -56,7 +56,7 @@ async def test_a_flood_of_metadata_frames_keeps_the_record_small_and_the_loop_fr
         for _ in range(FLOOD - 1):
             await call.send_text(big)
         await call.wait_for_bot_audio(timeout=30)  # everything sent has been read
-    await eventually(lambda: call_id not in runtime.sessions, "the call closed", timeout=60)
+    await eventually(lambda: call_id not in runtime.calls.sessions, "the call closed", timeout=60)
     await eventually(lambda: runtime.writer.pending == 0, "the record written", timeout=60)
 
     runtime.loop_lag.reset()

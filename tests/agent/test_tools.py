@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from agent.bot import BotConfig, HttpTool, Intent
-from agent.config import load_settings
+from agent.config.bot import BotConfig, HttpTool, Intent
+from agent.config.settings import load_settings
 from agent.dialogue.base import CallContext, TextDelta
 from agent.dialogue.scripted import ScriptedDialogue
 from agent.dialogue.tools import ToolBox, ToolError
-from agent.testing.backends import FakeToolBackend
+from testkit.backends import FakeToolBackend
 
 REPO = Path(__file__).resolve().parents[2]
 BOTS = load_settings(REPO / "config.yaml").bots

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from agent.testing.standins import UNHEARD, StandInTranscriber, ToneSynthesizer, voice_print
 from bench import load, soak
 from bench.pipeline_calls import caller_audio
 from pipelines.asr import Rejection
 from pipelines.executor import ModelExecutor
+from testkit.standins import UNHEARD, StandInTranscriber, ToneSynthesizer, voice_print
 
 RATE = 8000
 HOURS, COMPLAINT = "What are your opening hours?", "I want to make a complaint."

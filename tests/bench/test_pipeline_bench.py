@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from agent.testing.simulator import PiopiySimulator
 from bench.pipeline import QUICK, LiveAsr, compile_figures
 from bench.pipeline_asr import (
     OfflineAsr,
@@ -26,6 +25,7 @@ from bench.pipeline_load import Sampler, knee, memory_per_call
 from bench.pipeline_service import ASR_PROBE, WEBHOOK_SECRET, ServiceProcess, write_config
 from bench.pipeline_stats import latency_stats
 from bench.pipeline_summary import summary, write_chart
+from testkit.simulator import PiopiySimulator
 
 PROMPTS = ("agent-pass", "vm-goodbye", "agent-incorrect")  # short, one word, two sentences
 

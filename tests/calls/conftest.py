@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from agent.config import Settings, load_settings
-from agent.testing.expect import format_failures
-from agent.testing.scenario import Scenario, load_scenario
-from agent.testing.scenario_run import LocalService, local_service, run_scenario
+from agent.config.settings import Settings, load_settings
+from testkit.expect import format_failures
+from testkit.scenario import Scenario, load_scenario
+from testkit.scenario_run import LocalService, local_service, run_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 CALLS = Path(__file__).resolve().parent

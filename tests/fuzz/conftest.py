@@ -27,7 +27,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, settings
 
-from agent.config import SecurityConfig
+from agent.config.service import SecurityConfig
 from tests.agent.conftest import REPO, Service, running_service
 
 PROFILE = os.environ.get("HOTLINE_FUZZ", "ci")

@@ -9,12 +9,12 @@ from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from agent.bot import HttpTool, Intent
+from agent.config.bot import HttpTool, Intent
+from agent.config.yamlfile import ConfigError, load_yaml
 from agent.escalation.conditions import ConditionError, parse
 from agent.security import StreamTokens, TokenError
-from agent.telephony.piopiy import StreamDecoder, UnknownText
-from agent.telephony.piopiy_webhooks import CdrRecord, PiopiyFormatError, parse_body
-from agent.yamlfile import ConfigError, load_yaml
+from agent.telephony.piopiy.codec import StreamDecoder, UnknownText
+from agent.telephony.piopiy.webhooks import CdrRecord, PiopiyFormatError, parse_body
 from tests.agent.conftest import Service
 from tests.fuzz.test_fuzz_stream import HostileCaller
 

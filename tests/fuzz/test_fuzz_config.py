@@ -18,8 +18,8 @@ import yaml
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from agent.config import Settings, load_settings
-from agent.yamlfile import ConfigError
+from agent.config.settings import Settings, load_settings
+from agent.config.yamlfile import ConfigError
 from tests.fuzz.conftest import Surface, cases
 from tests.fuzz.strategies import json_values
 

@@ -22,11 +22,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.config import load_settings
+from agent.config.settings import load_settings
 from agent.dashboard.auth import COOKIE
-from agent.server import create_app
-from agent.testing.servers import serve_in_thread
-from agent.testing.standins import StandInModels
+from agent.web.app import create_app
+from testkit.servers import serve_in_thread
+from testkit.standins import StandInModels
 from tests.agent.conftest import set_secrets, write_config
 from tests.agent.test_dashboard import PASSWORD, USERS
 from tests.fuzz.conftest import PG_DSN, Surface, cases, postgres_available

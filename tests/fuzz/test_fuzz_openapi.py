@@ -1,7 +1,7 @@
 """schemathesis against the service's own OpenAPI spec (/openapi.json), with its webhook secret and API key.
 
 Every operation gets valid and invalid inputs generated from the spec (the webhooks' bodies are in it:
-agent/server.py documents their models). The service must answer each with something other than a
+agent/web/app.py documents their models). The service must answer each with something other than a
 5xx, and its errors must be the JSON `{"error", "detail"}` shape.
 """
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from agent.telephony.piopiy import (
+from agent.telephony.piopiy.codec import (
     PiopiyFormatError,
     StreamDecoder,
     StreamMetadata,

@@ -11,11 +11,11 @@ import time
 import pytest
 from faster_whisper import WhisperModel
 
-from agent.testing.caller_voice import asterisk_prompt
 from pipelines.asr import Transcriber, load_whisper
 from pipelines.executor import ModelExecutor
 from pipelines.models import whisper_model_dir
 from pipelines.text import normalize_transcript
+from testkit.caller_voice import asterisk_prompt
 
 RATE = 8000
 CANDIDATES = ("en", "hi", "es", "fr", "it", "de", "ru", "ar")  # as prompts/international_desk.yaml

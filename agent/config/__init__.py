@@ -1,0 +1,1 @@
+"""Configuration, validated once: config.yaml (service), prompts/<bot>.yaml (bot), and their YAML loading."""

@@ -1,0 +1,1 @@
+"""PIOPIY (TeleCMI): its wire (PCMO, stream frames), webhooks, REST API and routes."""

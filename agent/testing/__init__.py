@@ -1,1 +1,0 @@
-"""Test doubles of the outside world: the PIOPIY simulator and fake backends."""

@@ -1,0 +1,1 @@
+"""The HTTP surface: the app, its routers (API, live feed, health), auth and request limits."""

@@ -1,0 +1,1 @@
+"""Tests of the service's call records and their reports."""
