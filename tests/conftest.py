@@ -3,8 +3,13 @@ PIOPIY's REST API."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import sys
+import warnings
 from collections.abc import Iterator
 
+import anyio
 import pytest
 import yaml
 
@@ -13,6 +18,26 @@ from agent.web.app import create_app
 from testkit.fake_piopiy_rest import FakePiopiyRest
 from testkit.servers import serve_in_thread
 from tests.agent.conftest import REPO, SERVICE_START_S, Service, set_secrets, write_config
+
+
+def _import_anyio_up_front() -> None:
+    """pytest rewrites the modules of every package that ships a pytest plugin (anyio does, even with
+    `-p no:anyio`), and anyio imports most of itself lazily, on first use. In a service thread that
+    rewrite raced the main thread's (CPython 3.11: "AST constructor recursion depth mismatch": a file
+    download failed mid-response). Imported here, in the main thread before any service starts, nothing
+    of anyio is left to rewrite later."""
+    for info in pkgutil.walk_packages(anyio.__path__, "anyio."):
+        if not info.name.endswith(("_trio", "pytest_plugin")):
+            importlib.import_module(info.name)
+    for name in sorted(m for m in list(sys.modules) if m == "anyio" or m.startswith("anyio.")):
+        module = sys.modules[name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecated aliases warn when resolved
+            for attr in dir(module):
+                getattr(module, attr, None)
+
+
+_import_anyio_up_front()
 
 PIOPIY_APPID = 1111
 PIOPIY_SECRET = "s3cret"
