@@ -53,7 +53,7 @@ lint: setup-dev
 # in one process). Most of its time is calls waiting on real time, so 4 processes on 2 cores pay off.
 TEST_WORKERS ?= 4
 unit: setup-dev debs
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: lint unit
 

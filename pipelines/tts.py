@@ -12,6 +12,7 @@ import json
 import re
 import threading
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,37 +119,56 @@ def render_speech(
     return resample(synth.synthesize(normalize_for_speech(text, options)), synth.sample_rate, out_rate)
 
 
+_PhraseKey = tuple[str, int, SpeechOptions | None]
+"""A fixed line: its text, the rate it plays at, and how numbers and dates in it are said."""
+
+
 class PhraseCache:
     """Fixed lines synthesized once per process and kept as PCM at the call rate, ready to play at once.
 
-    Keyed by (text, out_rate). Concurrent requests for a line not yet cached share one synthesis. Lines
-    are normalized for speech exactly as streamed replies are, so both say "₹1,250" the same way.
+    Keyed by (text, out_rate, options) and shared by every cache on the same synthesizer in the process:
+    a reload, or a second service in one process (the tests), finds its greetings and fallbacks made.
+    Concurrent requests for a line not yet cached share one synthesis. Lines are normalized for speech
+    exactly as streamed replies are, so both say "₹1,250" the same way.
     """
+
+    _made: ClassVar[weakref.WeakKeyDictionary[Synthesizer, dict[_PhraseKey, bytes]]] = (
+        weakref.WeakKeyDictionary()
+    )
 
     def __init__(self, synth: Synthesizer, out_rate: int, options: SpeechOptions | None = None) -> None:
         self.synth = synth
         self.out_rate = out_rate
         self.options = options
-        self._pcm: dict[tuple[str, int], bytes] = {}
-        self._pending: dict[tuple[str, int], asyncio.Task[bytes]] = {}
+        self._pcm: dict[_PhraseKey, bytes] = {}
+        try:
+            self._shared: dict[_PhraseKey, bytes] = PhraseCache._made.setdefault(synth, {})
+        except TypeError:  # a synthesizer that cannot be weakly referenced: this cache alone
+            self._shared = {}
+        self._pending: dict[_PhraseKey, asyncio.Task[bytes]] = {}
 
     def __len__(self) -> int:
         return len(self._pcm)
 
     def get(self, text: str) -> bytes | None:
-        """The cached PCM for `text` at `out_rate`, or None if it has not been synthesized."""
-        return self._pcm.get((text, self.out_rate))
+        """The cached PCM for `text` at `out_rate`, or None if it has not been synthesized (or warmed)."""
+        return self._pcm.get((text, self.out_rate, self.options))
 
     async def warm(self, lines: Iterable[str], executor: ModelExecutor) -> None:
-        """Synthesize every line not cached yet (in parallel, as far as the executor allows)."""
+        """Have every line ready: made by this process before (on the same voice), or synthesized now
+        (in parallel, as far as the executor allows)."""
         await asyncio.gather(*(self.get_or_synthesize(line, executor) for line in dict.fromkeys(lines)))
 
     async def get_or_synthesize(self, text: str, executor: ModelExecutor) -> bytes:
         """The cached PCM for `text`, synthesizing and caching it first if needed."""
-        key = (text, self.out_rate)
+        key = (text, self.out_rate, self.options)
         cached = self._pcm.get(key)
         if cached is not None:
             return cached
+        made = self._shared.get(key)
+        if made is not None:
+            self._pcm[key] = made
+            return made
         task = self._pending.get(key)
         if task is None:
             task = asyncio.create_task(self._synthesize(key, executor), name=f"phrase {text[:30]!r}")
@@ -156,11 +176,11 @@ class PhraseCache:
         # Shielded: one caller hanging up (cancelled) must not cancel the synthesis others wait for.
         return await asyncio.shield(task)
 
-    async def _synthesize(self, key: tuple[str, int], executor: ModelExecutor) -> bytes:
-        text, out_rate = key
+    async def _synthesize(self, key: _PhraseKey, executor: ModelExecutor) -> bytes:
+        text, out_rate, _ = key
         try:
             pcm = await executor.run(self._render, text, out_rate)
-            self._pcm[key] = pcm
+            self._pcm[key] = self._shared[key] = pcm
             return pcm
         finally:
             del self._pending[key]  # on failure too, so a later request can try again

@@ -4,10 +4,14 @@ PIOPIY's REST API."""
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import pkgutil
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
+from statistics import median
 
 import anyio
 import pytest
@@ -38,6 +42,42 @@ def _import_anyio_up_front() -> None:
 
 
 _import_anyio_up_front()
+
+FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
+"""Seconds each test file took in a full run (`HOTLINE_FILE_SECONDS=1 make unit` writes it anew)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest test files first, each file's tests kept together and in order. `make unit` hands
+    files to its processes in this order (`--no-loadscope-reorder`); the run ends when its last long file
+    does, so starting the long ones first shortens it. A file not in FILE_SECONDS counts as a median one."""
+    seconds: dict[str, float] = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {}
+    usual = median(seconds.values()) if seconds else 0.0
+    first = {path: i for i, path in enumerate(dict.fromkeys(item.nodeid.split("::")[0] for item in items))}
+
+    def key(item: pytest.Item) -> tuple[float, int]:
+        path = item.nodeid.split("::")[0]
+        return -seconds.get(path, usual), first[path]
+
+    items.sort(key=key)  # stable: a file's tests keep their order
+
+
+_file_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if os.environ.get("HOTLINE_FILE_SECONDS"):
+        path = report.nodeid.split("::")[0]
+        _file_seconds[path] = _file_seconds.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Written by the main process only (with xdist, every report reaches it too), after a green full run.
+    if _file_seconds and not hasattr(session.config, "workerinput") and session.testsfailed == 0:
+        if session.config.args_source is pytest.Config.ArgsSource.TESTPATHS:
+            times = {path: round(t, 1) for path, t in sorted(_file_seconds.items())}
+            FILE_SECONDS.write_text(json.dumps(times, indent=1) + "\n")
+
 
 PIOPIY_APPID = 1111
 PIOPIY_SECRET = "s3cret"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pipelines.audio import resample, rms_dbfs
 from pipelines.executor import ModelExecutor
 from pipelines.models import piper_voice_files
-from pipelines.speech_text import normalize_for_speech
+from pipelines.speech_text import SpeechOptions, normalize_for_speech
 from pipelines.tts import ClauseChunker, PhraseCache, PiperSynthesizer, SpeechChunk, stream_speech
 
 GREETING = "Hello, thank you for calling."
@@ -99,6 +99,23 @@ async def test_phrase_cache_synthesizes_each_line_once(
     await cache.warm([GREETING], executor)
     assert len(counting.calls) == 2
     assert len(cache) == 2
+
+
+async def test_a_second_cache_on_the_same_voice_finds_the_lines_made(
+    synth: PiperSynthesizer, executor: ModelExecutor
+) -> None:
+    """A reload (or a second service in one process) warms the same lines again: nothing is synthesized
+    twice on one voice, while another voice, rate or way of saying numbers makes its own."""
+    counting = CountingSynth(synth)
+    await PhraseCache(counting, out_rate=8000).warm([GREETING], executor)
+    again = PhraseCache(counting, out_rate=8000)
+    await again.warm([GREETING], executor)
+    assert counting.calls == [GREETING] and again.get(GREETING) is not None and len(again) == 1
+    await PhraseCache(counting, out_rate=16000).warm([GREETING], executor)
+    await PhraseCache(counting, 8000, SpeechOptions(day_first=False)).warm([GREETING], executor)
+    other = CountingSynth(synth)
+    await PhraseCache(other, out_rate=8000).warm([GREETING], executor)
+    assert counting.calls == [GREETING] * 3 and other.calls == [GREETING]
 
 
 async def test_concurrent_requests_share_one_synthesis(
