@@ -21,7 +21,8 @@ from agent.call.line import CallLine
 from agent.call.observer import CallObserver
 from agent.call.state import CallStates
 from pipelines.executor import ModelExecutor
-from pipelines.tts import PhraseCache, Synthesizer, stream_speech
+from pipelines.phrase_cache import PhraseCache
+from pipelines.tts import Synthesizer, stream_speech
 
 
 class Spawn(Protocol):

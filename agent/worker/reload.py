@@ -11,7 +11,7 @@ from agent.config.settings import Settings, load_settings
 from agent.escalation.rules import CompiledRule, compile_rules
 from agent.worker.live_calls import LiveCalls
 from pipelines.executor import ModelExecutor
-from pipelines.tts import PhraseCache
+from pipelines.phrase_cache import PhraseCache
 
 log = logging.getLogger(__name__)
 

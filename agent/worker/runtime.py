@@ -45,7 +45,8 @@ from agent.worker.recovery import Incarnation, recovery_loop, stop_recovery
 from agent.worker.reload import reload
 from agent.worker.speech_models import CallTranscriber, LocalSpeechModels, SpeechModels
 from pipelines.executor import ModelExecutor
-from pipelines.tts import PhraseCache, Synthesizer
+from pipelines.phrase_cache import PhraseCache
+from pipelines.tts import Synthesizer
 
 log = logging.getLogger(__name__)
 

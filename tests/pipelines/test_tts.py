@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from pipelines.audio import resample, rms_dbfs
 from pipelines.executor import ModelExecutor
 from pipelines.models import piper_voice_files
+from pipelines.phrase_cache import PhraseCache
 from pipelines.speech_text import SpeechOptions, normalize_for_speech
-from pipelines.tts import ClauseChunker, PhraseCache, PiperSynthesizer, SpeechChunk, stream_speech
+from pipelines.tts import ClauseChunker, PiperSynthesizer, SpeechChunk, stream_speech
 
 GREETING = "Hello, thank you for calling."
 
