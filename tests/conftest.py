@@ -44,7 +44,7 @@ def _import_anyio_up_front() -> None:
 _import_anyio_up_front()
 
 FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
-"""Seconds each test file took in a full run (`HOTLINE_FILE_SECONDS=1 make unit` writes it anew)."""
+"""Seconds each test file took (`HOTLINE_FILE_SECONDS=1 make unit` brings it up to date)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -72,11 +72,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    # Written by the main process only (with xdist, every report reaches it too), after a green full run.
+    # Written by the main process only (with xdist, every report reaches it too), after a green run; the
+    # files that ran get their new seconds, the others keep theirs.
     if _file_seconds and not hasattr(session.config, "workerinput") and session.testsfailed == 0:
-        if session.config.args_source is pytest.Config.ArgsSource.TESTPATHS:
-            times = {path: round(t, 1) for path, t in sorted(_file_seconds.items())}
-            FILE_SECONDS.write_text(json.dumps(times, indent=1) + "\n")
+        times = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {}
+        times |= {path: round(t, 1) for path, t in _file_seconds.items()}
+        FILE_SECONDS.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n")
 
 
 PIOPIY_APPID = 1111

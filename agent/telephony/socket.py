@@ -46,7 +46,7 @@ async def stream_socket(ws: WebSocket, make_link: LinkFactory) -> None:
     refusal = runtime.refusal(host, platform=True)
     if refusal is not None:
         log.warning("stream refused for call %r: %s (from %s)", call_id[:64], refusal, host)
-        await ws.close(POLICY_VIOLATION, refusal.replace("_", " "))
+        await _refuse(ws, POLICY_VIOLATION, refusal.replace("_", " "))
         return
     try:
         if not is_call_id(call_id):  # before anything: the id names the call's recording files
@@ -55,24 +55,24 @@ async def stream_socket(ws: WebSocket, make_link: LinkFactory) -> None:
     except TokenError as exc:
         runtime.auth_failed(host, "stream")
         log.warning("stream refused for call %r: %s (from %s)", call_id[:64], exc, host)
-        await ws.close(POLICY_VIOLATION, "invalid stream token")
+        await _refuse(ws, POLICY_VIOLATION, "invalid stream token")
         return
     for_call(call_id)  # every log line of this call, and of the tasks it starts, names it
     bot = runtime.settings.bots.get(bot_name)
     if bot is None or call_id in runtime.calls.sessions:
         why = "unknown bot" if bot is None else "call already streaming"
         log.warning("stream refused for call %s: %s", call_id, why)
-        await ws.close(POLICY_VIOLATION, why)
+        await _refuse(ws, POLICY_VIOLATION, why)
         return
     outcome, call = await _claim(runtime, call_id, bot_name, bot, caller, called)
     if outcome == "taken":
         runtime.auth_failed(host, "stream")  # a replayed ws_url, like a token used twice here
         log.warning("stream refused for call %s: it has streamed or ended already (from %s)", call_id, host)
-        await ws.close(POLICY_VIOLATION, "call already streamed")
+        await _refuse(ws, POLICY_VIOLATION, "call already streamed")
         return
     if outcome == "unconfirmed":
         log.warning("stream refused for call %s: the store cannot confirm it never streamed", call_id)
-        await ws.close(TRY_AGAIN_LATER, "store unavailable")
+        await _refuse(ws, TRY_AGAIN_LATER, "store unavailable")
         return
 
     session = CallSession(
@@ -237,3 +237,10 @@ async def _close_idle(ws: WebSocket, session: CallSession, idle_s: float) -> Non
     if ws.application_state == WebSocketState.CONNECTED:  # the receive loop then gets the disconnect
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the peer may be gone already
             await ws.close(NORMAL_CLOSURE, f"no frame for {limit:g} s")
+
+
+async def _refuse(ws: WebSocket, code: int, reason: str) -> None:
+    """Close a stream we will not serve; a client that has left already (a carrier that hung up while
+    we checked) is no error."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await ws.close(code, reason)

@@ -198,6 +198,7 @@ class HostileCaller:
         with connect(
             self.ws_url, max_size=None, max_queue=None, open_timeout=20, close_timeout=5, proxy=None
         ) as ws:
+            self.wait_until_streaming()
             try:
                 for step in plan:
                     self.play(ws, step)
@@ -209,6 +210,15 @@ class HostileCaller:
                     ws.socket.shutdown(socket.SHUT_RDWR)
             else:
                 ws.close(int(ending.removeprefix("close_")))
+
+    def wait_until_streaming(self, timeout_s: float = 30.0) -> None:
+        """The service has claimed the call for this stream: PIOPIY sends a call's events after its
+        stream is up. (A hang-up the service hears before the claim abandons the call and refuses the
+        stream; tests/agent/telephony/piopiy/test_webhook_integrity.py covers that order.)"""
+        deadline = time.monotonic() + timeout_s
+        while self.http.get(f"/api/calls/{self.call_id}").json()["status"] == "answered":
+            assert time.monotonic() < deadline, "the stream never claimed its call"
+            time.sleep(0.01)
 
     def record(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """The call's record once the service has saved its end."""
